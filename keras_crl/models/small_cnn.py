@@ -1,0 +1,71 @@
+"""A small, fast CNN for tests, demos and the 8x8 sklearn digits images."""
+
+import keras
+from keras import layers
+
+# PyTorch BatchNorm2d defaults, like the rest of the zoo.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def _resolve_data_format(data_format):
+    """Returns `(data_format, channel_axis)`; `None` means the global default."""
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            "data_format must be 'channels_last' or 'channels_first', "
+            f"got {data_format!r}"
+        )
+    return data_format, (1 if data_format == "channels_first" else -1)
+
+
+def small_cnn(
+    num_classes=10, input_shape=(32, 32, 3), data_format=None, width=32, **kwargs
+):
+    """Two conv-BN-ReLU-maxpool stages, global average pooling, dense logits.
+
+    With the default `width=32` the network has about 20k parameters
+    (conv `width` then conv `2 * width`). Two 2x2 pools and global pooling
+    make it work on any input of at least 4x4, e.g. 8x8x1 digits or
+    32x32x3 CIFAR images.
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(H, W, C)`, or `(C, H, W)` with channels_first.
+        data_format: `"channels_last"`, `"channels_first"` or `None`
+            (use `keras.config.image_data_format()`).
+        width: filters of the first conv (the second has twice as many).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Returns:
+        A functional `keras.Model` mapping images to logits (no softmax).
+
+    Example:
+
+    >>> model = small_cnn(num_classes=10, input_shape=(8, 8, 1))
+    >>> model.compile(optimizer="adam",
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    """
+    data_format, axis = _resolve_data_format(data_format)
+    kwargs.setdefault("name", "small_cnn")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for i, filters in enumerate((width, 2 * width), start=1):
+        # No conv bias: the BN that follows provides the shift.
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            data_format=data_format,
+            name=f"conv{i}",
+        )(x)
+        x = layers.BatchNormalization(
+            axis=axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"bn{i}"
+        )(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, data_format=data_format, name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, **kwargs)
