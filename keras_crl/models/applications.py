@@ -1,0 +1,170 @@
+"""ImageNet-style backbones from `keras.applications` (and keras-cv) with a
+logits head.
+
+These are the standard ImageNet networks (7x7/2 or 3x3/2 stems, 32x total
+downsampling), not the CIFAR variants of the zoo: use them for larger images
+or for fine-tuning from ImageNet weights. Inputs follow each family's own
+preprocessing convention (see `keras.applications.<family>.preprocess_input`);
+EfficientNet and MobileNetV3 rescale inside the model and expect [0, 255].
+"""
+
+import keras
+from keras import layers
+
+# Registry name -> `keras.applications` attribute. Every entry accepts inputs
+# as small as 32x32 when `weights=None`.
+APPLICATIONS = {
+    "resnet50": "ResNet50",
+    "resnet101": "ResNet101",
+    "resnet152": "ResNet152",
+    "resnet50_v2": "ResNet50V2",
+    "resnet101_v2": "ResNet101V2",
+    "resnet152_v2": "ResNet152V2",
+    "densenet121": "DenseNet121",
+    "densenet169": "DenseNet169",
+    "densenet201": "DenseNet201",
+    "mobilenet_v2": "MobileNetV2",
+    "mobilenet_v3_small": "MobileNetV3Small",
+    "mobilenet_v3_large": "MobileNetV3Large",
+    "efficientnet_b0": "EfficientNetB0",
+    "efficientnet_b1": "EfficientNetB1",
+    "efficientnet_b2": "EfficientNetB2",
+    "efficientnet_b3": "EfficientNetB3",
+    "efficientnet_v2_b0": "EfficientNetV2B0",
+    "efficientnet_v2_s": "EfficientNetV2S",
+    "vgg16": "VGG16",
+    "vgg19": "VGG19",
+}
+
+
+def list_applications():
+    """Returns the sorted names accepted by `application_model`."""
+    return sorted(APPLICATIONS)
+
+
+def application_model(
+    name,
+    num_classes,
+    input_shape=(224, 224, 3),
+    weights=None,
+    freeze_backbone=False,
+    dropout=0.0,
+    **kwargs,
+):
+    """A `keras.applications` backbone plus global pooling and a logits layer.
+
+    The backbone is built with `include_top=False, pooling="avg"`, so any
+    `num_classes` works, followed by optional dropout and
+    `Dense(num_classes)` without activation. It uses the global
+    `keras.config.image_data_format()`.
+
+    Args:
+        name: one of `list_applications()`, e.g. `"resnet50"`.
+        num_classes: number of output logits.
+        input_shape: shape of one image (at least 32x32).
+        weights: `None` (random init), `"imagenet"` (downloaded by Keras on
+            first use, needs network access) or a path to a weights file.
+        freeze_backbone: if True, the backbone's weights are not trained
+            (and its BatchNormalization layers run in inference mode), so
+            only the head learns.
+        dropout: dropout rate before the logits layer (0.0: none).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Returns:
+        A functional `keras.Model` mapping images to logits (no softmax).
+
+    Example:
+
+    >>> model = application_model("mobilenet_v2", num_classes=10,
+    ...                           input_shape=(96, 96, 3), weights=None)
+    >>> model.output_shape
+    (None, 10)
+    """
+    if name not in APPLICATIONS:
+        raise ValueError(
+            f"Unknown keras.applications model {name!r}. "
+            f"Valid names: {', '.join(list_applications())}"
+        )
+    constructor = getattr(keras.applications, APPLICATIONS[name])
+    backbone = constructor(
+        include_top=False,
+        weights=weights,
+        input_shape=tuple(input_shape),
+        pooling="avg",
+    )
+    backbone.trainable = not freeze_backbone
+    kwargs.setdefault("name", f"keras_app_{name}")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = backbone(inputs)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, **kwargs)
+
+
+def keras_cv_backbone_model(
+    num_classes,
+    input_shape=(224, 224, 3),
+    stackwise_num_filters=(64, 128, 256, 512),
+    stackwise_num_blocks=(2, 2, 2, 2),
+    stackwise_num_strides=(1, 2, 2, 2),
+    block_type="basic_block",
+    include_rescaling=False,
+    dropout=0.0,
+    **kwargs,
+):
+    """A `keras_cv.models.ResNetBackbone` with explicit settings plus logits.
+
+    No preset is used (presets download weights). The defaults give a
+    ResNet-18 shaped backbone; `block_type="block"` with blocks
+    `(3, 4, 6, 3)` gives a ResNet-50. keras-cv's ResNet keeps the ImageNet
+    stem (7x7/2 conv and max-pool).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: shape of one image, channels last.
+        stackwise_num_filters: filters of each stack.
+        stackwise_num_blocks: blocks in each stack.
+        stackwise_num_strides: stride of the first block of each stack.
+        block_type: `"basic_block"` (ResNet-18/34) or `"block"`
+            (bottleneck, ResNet-50+).
+        include_rescaling: if True the backbone rescales [0, 255] inputs.
+        dropout: dropout rate before the logits layer (0.0: none).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Returns:
+        A functional `keras.Model` mapping images to logits (no softmax).
+
+    Raises:
+        ImportError: if keras-cv is not installed.
+
+    Example:
+
+    >>> model = keras_cv_backbone_model(10, input_shape=(64, 64, 3))
+    """
+    # Imported here: keras-cv is optional and importing it always pulls in
+    # TensorFlow, which users of the torch or jax backends may not have.
+    try:
+        import keras_cv
+    except ImportError as error:
+        raise ImportError(
+            "keras_cv_backbone_model needs keras-cv: "
+            "pip install keras-crl[keras-cv]; "
+            "note keras-cv always imports TensorFlow."
+        ) from error
+    backbone = keras_cv.models.ResNetBackbone(
+        stackwise_filters=list(stackwise_num_filters),
+        stackwise_blocks=list(stackwise_num_blocks),
+        stackwise_strides=list(stackwise_num_strides),
+        include_rescaling=include_rescaling,
+        input_shape=tuple(input_shape),
+        block_type=block_type,
+    )
+    kwargs.setdefault("name", "keras_cv_resnet")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = backbone(inputs)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, **kwargs)
