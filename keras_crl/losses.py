@@ -1,0 +1,674 @@
+"""The Competing Ratio Loss family, on `keras.ops` for every Keras backend.
+
+Reference:
+    Zhang, Guo, Wang, Chang, Zhao, Ma, Han. "Competing Ratio Loss for
+    Discriminative Multi-class Image Classification". Neurocomputing, 2020.
+    arXiv:1907.13349. Authors' code: github.com/guoyurong0104/CRL-code.
+
+Each loss comes twice, as in `keras.losses`: a pure function returning one
+loss per sample (`competing_ratio_loss`, `negative_log_likelihood_ratio_loss`)
+and a `keras.losses.Loss` subclass adding reductions, sample weights, masks and
+serialisation (`CompetingRatioLoss`, `NegativeLogLikelihoodRatioLoss`).
+"""
+
+import math
+import warnings
+
+import keras
+from keras import ops
+
+# Keras has no public API for these two pieces of its own loss plumbing; using
+# them keeps masks, reductions and distribution scaling exactly as in Keras.
+from keras.src.backend import get_keras_mask
+from keras.src.backend import set_keras_mask
+from keras.src.losses.loss import reduce_weighted_values
+
+
+def competing_ratio_loss(
+    y_true,
+    y_pred,
+    alpha=0.0,
+    beta=0.25,
+    from_logits=False,
+    label_smoothing=0.0,
+    ignore_class=None,
+    axis=-1,
+    epsilon=1e-7,
+):
+    """Computes the competing ratio loss (CRL) of each sample.
+
+    With `p = softmax(logits)` and `y` the true class, CRL divides the
+    posterior of the correct class by the mass of the competing classes:
+
+    ```
+    L = -log(p_y / (alpha + sum_{j != y} p_j) ** beta)
+      = -log(p_y) + beta * log(alpha + 1 - p_y)
+    ```
+
+    - `beta = 0` is cross-entropy.
+    - `alpha = 0, beta = 1` is the negative log likelihood ratio loss (NLLR).
+    - `alpha >= 1` keeps `L >= 0`; with `alpha < 1` it can be negative.
+
+    The defaults `alpha=0, beta=0.25` are the authors' released setting
+    (ResNet-34 on CIFAR-100; they used `beta=0.75` on CIFAR-10). Their code
+    computes `log((1 - p_y) ** beta / p_y + 1e-7)` on softmax probabilities
+    clamped to `[1e-7, 1 - 1e-7]`; this function is that computation without
+    the `+ 1e-7` inside the log, with `epsilon` as the clamp:
+
+    - `p_y` is clamped to at most `1 - epsilon`, so once a sample is that
+      confident it stops contributing gradient. This matters: with
+      `alpha = 0` the loss is unbounded below and its gradient does not
+      vanish as `p_y -> 1`.
+    - With probabilities as input (`from_logits=False`) they are normalised
+      and clipped to `[epsilon, 1 - epsilon]` as Keras' cross-entropy does.
+      With logits, `-log(p_y)` is not clipped from below (as in Keras'
+      cross-entropy from logits), so a hopeless sample keeps its gradient.
+
+    With logits everything is computed in log space, from the log competing
+    ratio `d = logsumexp_{j != y}(z_j) - z_y`: `-log p_y = softplus(d)` and
+    `1 - p_y = sigmoid(d)`, never `1 - softmax`, so value and gradient keep
+    float32 precision as `p_y -> 1`. The gradient with respect to the logits
+    is the cross-entropy gradient `p - onehot(y)` scaled per sample by
+    `1 + beta * p_y / (alpha + 1 - p_y)`.
+
+    Targets may be integer class indices (shape `y_pred.shape` without the
+    class axis, or with a class axis of size 1), decided from static shapes,
+    or one-hot / soft targets of the same shape as `y_pred`. Soft targets
+    (label smoothing, mixup) use the expectation of the per-class loss,
+    `sum_k t_k * (-log p_k + beta * log(alpha + 1 - p_k))`, which is the
+    integer-label loss for a one-hot `t`.
+
+    Args:
+        y_true: Integer class indices, or one-hot / soft targets.
+        y_pred: Logits (`from_logits=True`) or probabilities, with classes
+            along `axis`.
+        alpha: Non-negative offset added to the competing mass.
+        beta: Non-negative exponent of the competing mass.
+        from_logits: Whether `y_pred` holds logits rather than probabilities.
+        label_smoothing: Float in `[0, 1)`: the targets become
+            `(1 - label_smoothing) * t + label_smoothing / K`.
+        ignore_class: Optional integer label whose samples get zero loss and
+            are masked out of the reduction (integer labels only).
+        axis: The class axis of `y_pred` (e.g. `1` for channels-first
+            dense prediction).
+        epsilon: Clamp of the probabilities, in `(0, 0.5)`.
+
+    Returns:
+        The loss of each sample: `y_pred`'s shape without the class axis.
+        Out-of-range integer labels raise a `ValueError` when called eagerly;
+        inside a compiled function (`jit_compile`, `tf.function`, `jax.jit`),
+        where raising is impossible, their loss is NaN.
+
+    Example:
+
+    >>> logits = keras.ops.array([[4.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
+    >>> competing_ratio_loss([0, 1], logits, from_logits=True)
+    array([-0.6567..., 2.6276...], dtype=float32)
+    """
+    _check_hyperparameters(alpha, beta, epsilon, label_smoothing)
+    y_pred = ops.convert_to_tensor(y_pred)
+    out_dtype = y_pred.dtype
+    if not _is_float(out_dtype):
+        y_pred = ops.cast(y_pred, keras.config.floatx())
+        out_dtype = y_pred.dtype
+    # float16/bfloat16 cannot hold the competing mass near p_y = 1 (nor
+    # epsilon); computing in float32 costs nothing next to the model.
+    if _dtype_bits(out_dtype) < 32:
+        y_pred = ops.cast(y_pred, "float32")
+
+    rank = len(y_pred.shape)
+    if rank < 1:
+        raise ValueError(
+            f"`y_pred` must have a class axis. Received: y_pred.shape={y_pred.shape}"
+        )
+    axis = _canonical_axis(axis, rank)
+    num_classes = y_pred.shape[axis]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(
+            "Classification needs at least 2 classes along the class axis "
+            f"{axis}. Received: y_pred.shape={y_pred.shape}"
+        )
+    if from_logits:
+        _warn_if_softmax_output(y_pred)
+    else:
+        _warn_if_not_probabilities(y_pred)
+
+    y_true = ops.convert_to_tensor(y_true)
+    sparse = _is_sparse(y_true, y_pred, axis, rank)
+    if axis != rank - 1:
+        y_pred = ops.moveaxis(y_pred, axis, -1)
+    if sparse and len(y_true.shape) == rank:
+        y_true = ops.squeeze(y_true, axis=axis)
+    elif not sparse and axis != rank - 1:
+        y_true = ops.moveaxis(y_true, axis, -1)
+
+    if sparse:
+        losses = _sparse_loss(
+            y_true, y_pred, alpha, beta, from_logits, label_smoothing,
+            ignore_class, epsilon,
+        )
+    else:
+        if ignore_class is not None:
+            raise ValueError(
+                "`ignore_class` needs integer labels; received one-hot or soft "
+                f"targets of shape {y_true.shape}."
+            )
+        targets = ops.cast(y_true, y_pred.dtype)
+        if label_smoothing:
+            targets = targets * (1.0 - label_smoothing) + (
+                label_smoothing / y_pred.shape[-1]
+            )
+        per_class = _per_class_loss(y_pred, alpha, beta, from_logits, epsilon)
+        losses = ops.sum(targets * per_class, axis=-1)
+    if losses.dtype != out_dtype:
+        mask = get_keras_mask(losses)
+        losses = ops.cast(losses, out_dtype)
+        if mask is not None:
+            set_keras_mask(losses, mask)
+    return losses
+
+
+def negative_log_likelihood_ratio_loss(
+    y_true,
+    y_pred,
+    from_logits=False,
+    label_smoothing=0.0,
+    ignore_class=None,
+    axis=-1,
+    epsilon=1e-7,
+):
+    """Computes the negative log likelihood ratio loss (NLLR) of each sample.
+
+    NLLR is the loss CRL improves on: the log of the ratio between the
+    competing classes' mass and the correct class's posterior,
+
+    ```
+    L = -log(p_y / sum_{j != y} p_j) = -log(p_y) + log(1 - p_y)
+    ```
+
+    i.e. `competing_ratio_loss` with `alpha = 0, beta = 1`. It is not bounded
+    below, which is what the paper found to hurt its convergence; `epsilon`
+    clamps `p_y` at `1 - epsilon` as in `competing_ratio_loss`.
+
+    Args:
+        y_true: Integer class indices, or one-hot / soft targets.
+        y_pred: Logits (`from_logits=True`) or probabilities.
+        from_logits: Whether `y_pred` holds logits.
+        label_smoothing: Float in `[0, 1)`.
+        ignore_class: Optional integer label to ignore (integer labels only).
+        axis: The class axis of `y_pred`.
+        epsilon: Clamp of the probabilities, in `(0, 0.5)`.
+
+    Returns:
+        The loss of each sample: `y_pred`'s shape without the class axis.
+
+    Example:
+
+    >>> logits = keras.ops.array([[4.0, 1.0, 0.0]])
+    >>> negative_log_likelihood_ratio_loss([0], logits, from_logits=True)
+    array([-2.6867...], dtype=float32)
+    """
+    return competing_ratio_loss(
+        y_true,
+        y_pred,
+        alpha=0.0,
+        beta=1.0,
+        from_logits=from_logits,
+        label_smoothing=label_smoothing,
+        ignore_class=ignore_class,
+        axis=axis,
+        epsilon=epsilon,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_crl")
+class CompetingRatioLoss(keras.losses.Loss):
+    """Competing ratio loss (CRL) between labels and predictions.
+
+    ```
+    L = -log(p_y / (alpha + sum_{j != y} p_j) ** beta)
+      = -log(p_y) + beta * log(alpha + 1 - p_y)
+    ```
+
+    `beta = 0` is cross-entropy, `alpha = 0, beta = 1` the negative log
+    likelihood ratio loss, and `alpha >= 1` keeps the loss positive. The
+    defaults `alpha=0, beta=0.25` are the authors' released setting; see
+    `keras_crl.competing_ratio_loss` for the numerics and the mapping to their
+    code.
+
+    One class serves both kinds of labels, as Keras' `CategoricalCrossentropy`
+    and `SparseCategoricalCrossentropy` together: integer class indices of
+    shape `(N,)`, `(N, 1)` or `(N, H, W)` for dense prediction, or one-hot /
+    soft targets of the same shape as `y_pred`. Integer labels stay integers
+    (class ids above 256 survive a `bfloat16` loss).
+
+    Args:
+        alpha: Non-negative offset added to the competing mass.
+        beta: Non-negative exponent of the competing mass.
+        from_logits: Whether `y_pred` holds logits rather than probabilities.
+            Logits are the numerically better choice.
+        label_smoothing: Float in `[0, 1)`. The targets become
+            `(1 - label_smoothing) * t + label_smoothing / num_classes`.
+        ignore_class: Optional integer label whose samples are ignored: zero
+            loss, and left out of the `"sum_over_batch_size"` denominator.
+        axis: The class axis. Defaults to `-1`.
+        epsilon: Clamp of the probabilities, in `(0, 0.5)`. Defaults to
+            `1e-7`, as in the authors' code.
+        reduction: Type of reduction to apply to the loss: `"sum"`,
+            `"sum_over_batch_size"` (default), `"mean"`,
+            `"mean_with_sample_weight"`, `"none"` or `None`.
+        name: Optional name for the loss instance.
+        dtype: The dtype of the loss's computations. Defaults to `None`,
+            which means `keras.backend.floatx()` (float32 under the mixed
+            precision policies).
+
+    Example:
+
+    >>> y_true = [1, 2]
+    >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
+    >>> loss = CompetingRatioLoss()
+    >>> float(loss(y_true, y_pred))
+    0.6266...
+
+    Usage with the `compile()` API:
+
+    ```python
+    model.compile(
+        optimizer="sgd",
+        loss=keras_crl.CompetingRatioLoss(beta=0.25, from_logits=True),
+        metrics=["accuracy"],
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        alpha=0.0,
+        beta=0.25,
+        from_logits=False,
+        label_smoothing=0.0,
+        ignore_class=None,
+        axis=-1,
+        epsilon=1e-7,
+        reduction="sum_over_batch_size",
+        name="competing_ratio_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_hyperparameters(alpha, beta, epsilon, label_smoothing)
+        if ignore_class is not None and not isinstance(ignore_class, int):
+            raise ValueError(
+                f"`ignore_class` must be an integer or None. Received: "
+                f"ignore_class={ignore_class!r}"
+            )
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        self.ignore_class = ignore_class
+        self.axis = int(axis)
+        self.epsilon = float(epsilon)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # As `keras.losses.Loss.__call__`, except that integer labels keep
+        # their dtype: Keras casts `y_true` to the loss dtype, and bfloat16
+        # rounds class 257 to 256.
+        in_mask = get_keras_mask(y_pred)
+        with keras.name_scope(self.name):
+            y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
+            y_true = ops.convert_to_tensor(y_true)
+            if not _is_sparse(y_true, y_pred, self.axis, len(y_pred.shape)):
+                y_true = ops.cast(y_true, self.dtype)
+            losses = self.call(y_true, y_pred)
+            out_mask = get_keras_mask(losses)
+            if in_mask is not None and out_mask is not None:
+                mask = in_mask & out_mask
+            else:
+                mask = in_mask if in_mask is not None else out_mask
+            return reduce_weighted_values(
+                losses,
+                sample_weight=sample_weight,
+                mask=mask,
+                reduction=self.reduction,
+                dtype=self.dtype,
+            )
+
+    def call(self, y_true, y_pred):
+        return competing_ratio_loss(
+            y_true,
+            y_pred,
+            alpha=self.alpha,
+            beta=self.beta,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            ignore_class=self.ignore_class,
+            axis=self.axis,
+            epsilon=self.epsilon,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing,
+                "ignore_class": self.ignore_class,
+                "axis": self.axis,
+                "epsilon": self.epsilon,
+                "dtype": self._dtype_policy.name,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_crl")
+class NegativeLogLikelihoodRatioLoss(CompetingRatioLoss):
+    """Negative log likelihood ratio loss (NLLR), the baseline of the paper.
+
+    ```
+    L = -log(p_y / sum_{j != y} p_j) = -log(p_y) + log(1 - p_y)
+    ```
+
+    `CompetingRatioLoss(alpha=0, beta=1)`, with the same label conventions,
+    arguments and numerics. It is unbounded below: `epsilon` stops the push
+    once `p_y > 1 - epsilon`.
+
+    Args:
+        from_logits: Whether `y_pred` holds logits rather than probabilities.
+        label_smoothing: Float in `[0, 1)`.
+        ignore_class: Optional integer label whose samples are ignored.
+        axis: The class axis. Defaults to `-1`.
+        epsilon: Clamp of the probabilities, in `(0, 0.5)`.
+        reduction: Type of reduction to apply to the loss.
+        name: Optional name for the loss instance.
+        dtype: The dtype of the loss's computations.
+
+    Example:
+
+    >>> loss = NegativeLogLikelihoodRatioLoss(from_logits=True)
+    >>> float(loss([0], [[4.0, 1.0, 0.0]]))
+    -2.6867...
+    """
+
+    def __init__(
+        self,
+        from_logits=False,
+        label_smoothing=0.0,
+        ignore_class=None,
+        axis=-1,
+        epsilon=1e-7,
+        reduction="sum_over_batch_size",
+        name="negative_log_likelihood_ratio_loss",
+        dtype=None,
+    ):
+        super().__init__(
+            alpha=0.0,
+            beta=1.0,
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            ignore_class=ignore_class,
+            axis=axis,
+            epsilon=epsilon,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        del config["alpha"], config["beta"]
+        return config
+
+
+keras.saving.register_keras_serializable(package="keras_crl")(
+    competing_ratio_loss
+)
+keras.saving.register_keras_serializable(package="keras_crl")(
+    negative_log_likelihood_ratio_loss
+)
+
+
+# --------------------------------------------------------------------------
+# The computation.
+#
+# From logits, everything is a function of each sample's log competing ratio
+#     d = log(sum_{j != y} p_j / p_y) = logsumexp_{j != y}(z_j) - z_y,
+# because -log p_y = softplus(d) and 1 - p_y = sigmoid(d), so
+#     L = softplus(d) + beta * log(alpha + sigmoid(d)).
+# Both stay exact in float32 for any d, and autodiff through the competitors'
+# logsumexp yields the gradient without forming 1 - p_y, which cancels to
+# nothing as p_y -> 1. The clamp p_y <= 1 - epsilon is d >= logit(epsilon).
+
+
+def _sparse_loss(
+    labels, y_pred, alpha, beta, from_logits, label_smoothing, ignore_class, epsilon
+):
+    num_classes = y_pred.shape[-1]
+    if _is_float(labels.dtype):
+        labels = ops.round(labels)
+    labels = ops.cast(labels, "int32")
+    _check_labels_eagerly(labels, num_classes, ignore_class)
+
+    in_range = ops.logical_and(labels >= 0, labels < num_classes)
+    keep = None
+    if ignore_class is not None:
+        keep = ops.not_equal(labels, ignore_class)
+        in_range = ops.logical_or(in_range, ops.logical_not(keep))
+        safe_labels = ops.where(ops.logical_and(keep, in_range), labels, 0)
+    else:
+        safe_labels = ops.where(in_range, labels, 0)
+    index = ops.expand_dims(safe_labels, -1)
+
+    if label_smoothing:
+        # The smoothed expectation needs every class's loss, but never a
+        # one-hot of the labels: the label's own term is a gather.
+        per_class = _per_class_loss(y_pred, alpha, beta, from_logits, epsilon)
+        losses = (1.0 - label_smoothing) * _take(per_class, index) + (
+            label_smoothing / num_classes
+        ) * ops.sum(per_class, axis=-1)
+    elif from_logits:
+        # One masked reduction over the classes, as cross-entropy's one.
+        is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
+        competitors = ops.where(is_label, float("-inf"), y_pred)
+        log_ratio = ops.logsumexp(competitors, axis=-1) - _take(y_pred, index)
+        losses = _ratio_loss(log_ratio, alpha, beta, epsilon)
+    else:
+        losses = _probability_loss(_take(_normalise(y_pred), index), alpha, beta, epsilon)
+
+    # Under jit an out-of-range label cannot raise: make it loud, not plausible.
+    losses = ops.where(in_range, losses, float("nan"))
+    if keep is not None:
+        losses = ops.where(keep, losses, 0.0)
+        set_keras_mask(losses, keep)
+    return losses
+
+
+def _per_class_loss(y_pred, alpha, beta, from_logits, epsilon):
+    """The loss each class would have if it were the true one, `(..., K)`."""
+    if not from_logits:
+        return _probability_loss(_normalise(y_pred), alpha, beta, epsilon)
+    log_probs = ops.log_softmax(y_pred, axis=-1)
+    probs = ops.exp(log_probs)
+    # For p <= 1/2, 1 - p is exact and d = log1p(-p) - log p. The one class
+    # (at most) above 1/2 sums its competitors instead.
+    top = probs > 0.5
+    low = ops.log1p(-ops.where(top, 0.5, probs)) - log_probs
+    high = ops.logsumexp(ops.where(top, float("-inf"), y_pred), axis=-1, keepdims=True)
+    log_ratio = ops.where(top, high - y_pred, low)
+    return _ratio_loss(log_ratio, alpha, beta, epsilon)
+
+
+def _ratio_loss(log_ratio, alpha, beta, epsilon):
+    log_ratio = ops.maximum(log_ratio, math.log(epsilon) - math.log1p(-epsilon))
+    return ops.softplus(log_ratio) + beta * ops.log(alpha + ops.sigmoid(log_ratio))
+
+
+def _probability_loss(p, alpha, beta, epsilon):
+    p = ops.clip(p, epsilon, 1.0 - epsilon)
+    return -ops.log(p) + beta * ops.log(alpha + 1.0 - p)
+
+
+def _take(x, index):
+    return ops.squeeze(ops.take_along_axis(x, index, axis=-1), axis=-1)
+
+
+def _normalise(probs):
+    return probs / ops.sum(probs, axis=-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------
+# Checks.
+
+
+def _check_hyperparameters(alpha, beta, epsilon, label_smoothing):
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not _is_number(value) or not value >= 0:
+            raise ValueError(
+                f"`{name}` must be a non-negative number. Received: {name}={value!r}"
+            )
+    if not _is_number(epsilon) or not 0 < epsilon < 0.5:
+        raise ValueError(
+            f"`epsilon` must be in (0, 0.5). Received: epsilon={epsilon!r}"
+        )
+    if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
+        raise ValueError(
+            "`label_smoothing` must be in [0, 1). Received: "
+            f"label_smoothing={label_smoothing!r}"
+        )
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        math.isfinite(value)
+    )
+
+
+def _canonical_axis(axis, rank):
+    if not -rank <= axis < rank:
+        raise ValueError(
+            f"`axis`={axis} is out of range for `y_pred` of rank {rank}."
+        )
+    return axis % rank
+
+
+def _is_sparse(y_true, y_pred, axis, rank):
+    """Whether `y_true` holds class indices rather than per-class targets."""
+    axis = axis % rank
+    true_shape = tuple(y_true.shape)
+    pred_shape = tuple(y_pred.shape)
+    without_classes = pred_shape[:axis] + pred_shape[axis + 1 :]
+    if len(true_shape) == rank - 1:
+        expected = without_classes
+        if not _shapes_compatible(true_shape, expected):
+            raise ValueError(
+                "Integer labels must have the shape of `y_pred` without the class "
+                f"axis {axis}: expected {expected}, received y_true.shape="
+                f"{true_shape} for y_pred.shape={pred_shape}."
+            )
+        return True
+    if len(true_shape) == rank:
+        if true_shape[axis] == 1 and pred_shape[axis] != 1:
+            labels_shape = true_shape[:axis] + true_shape[axis + 1 :]
+            if not _shapes_compatible(labels_shape, without_classes):
+                raise ValueError(
+                    "Integer labels must have the shape of `y_pred` without the "
+                    f"class axis: received y_true.shape={true_shape} for "
+                    f"y_pred.shape={pred_shape}."
+                )
+            return True
+        if not _shapes_compatible(true_shape, pred_shape):
+            raise ValueError(
+                "One-hot or soft targets must have the shape of `y_pred` (the "
+                f"target width equal to the number of classes, {pred_shape[axis]}). "
+                f"Received: y_true.shape={true_shape}, y_pred.shape={pred_shape}."
+            )
+        return False
+    raise ValueError(
+        "`y_true` must be integer labels (rank of `y_pred` minus one) or targets "
+        f"of the shape of `y_pred`. Received: y_true.shape={true_shape}, "
+        f"y_pred.shape={pred_shape}."
+    )
+
+
+def _shapes_compatible(a, b):
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b)
+    )
+
+
+def _is_eager(x):
+    """Whether `x` holds concrete values (we may look at them and raise)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return backend == "numpy"
+
+
+def _check_labels_eagerly(labels, num_classes, ignore_class):
+    if num_classes is None or not _is_eager(labels) or _size(labels) == 0:
+        return
+    values = ops.convert_to_numpy(labels)
+    bad = (values < 0) | (values >= num_classes)
+    if ignore_class is not None:
+        bad &= values != ignore_class
+    if bad.any():
+        offending = sorted(set(values[bad].tolist()))
+        shown = ", ".join(str(v) for v in offending[:5])
+        raise ValueError(
+            f"Received a label value of {shown}{'...' if len(offending) > 5 else ''}"
+            f" outside the valid range [0, {num_classes}) (num_classes="
+            f"{num_classes})"
+            + (f" and not ignore_class={ignore_class}." if ignore_class is not None else ".")
+        )
+
+
+def _size(x):
+    size = 1
+    for dim in x.shape:
+        size *= dim if dim is not None else 1
+    return size
+
+
+def _warn_if_not_probabilities(y_pred):
+    if not _is_eager(y_pred) or _size(y_pred) == 0:
+        return
+    low = float(ops.convert_to_numpy(ops.min(y_pred)))
+    high = float(ops.convert_to_numpy(ops.max(y_pred)))
+    if low < 0.0 or high > 1.0:
+        warnings.warn(
+            "`competing_ratio_loss` received `from_logits=False`, but `y_pred` has "
+            f"values outside [0, 1] (min {low:.4g}, max {high:.4g}), so it does "
+            "not look like probabilities. Did you mean `from_logits=True`?",
+            stacklevel=3,
+        )
+
+
+def _warn_if_softmax_output(y_pred):
+    if hasattr(y_pred, "_keras_logits"):
+        warnings.warn(
+            "`competing_ratio_loss` received `from_logits=True`, but `y_pred` was "
+            "produced by a softmax activation and thus does not represent logits. "
+            "Was this intended?",
+            stacklevel=3,
+        )
+
+
+def _is_float(dtype):
+    return "float" in keras.backend.standardize_dtype(dtype)
+
+
+def _dtype_bits(dtype):
+    name = keras.backend.standardize_dtype(dtype)
+    return int("".join(c for c in name if c.isdigit()) or 32)

@@ -1,0 +1,59 @@
+"""Backend-specific glue the tests need: gradients and XLA compilation.
+
+Keras has no backend-neutral `grad`, so the tests get one here, in one place.
+"""
+
+import keras
+import numpy as np
+
+BACKEND = keras.backend.backend()
+HAS_XLA = BACKEND in ("tensorflow", "jax")
+
+
+def value_and_grad(fn, x):
+    """Returns `fn(x)` and the gradient of `sum(fn(x))` w.r.t. `x`, as NumPy."""
+    x = np.asarray(x)
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(x):
+            value = fn(x)
+            return jnp.sum(value.astype("float32")), value
+
+        (_, value), grad = jax.value_and_grad(total, has_aux=True)(jnp.asarray(x))
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+            total = tf.reduce_sum(tf.cast(value, "float32"))
+        grad = tape.gradient(total, x)
+    elif BACKEND == "torch":
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        value = fn(x)
+        value.float().sum().backward()
+        grad = x.grad
+        value = value.detach()
+    else:
+        raise NotImplementedError(BACKEND)
+    return _numpy(value), _numpy(grad)
+
+
+def xla(fn):
+    """`fn` compiled with XLA (TensorFlow and JAX only)."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True)
+
+
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(x, "float32")))

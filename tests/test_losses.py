@@ -1,0 +1,656 @@
+"""Tests of the CRL loss family, run once per backend (KERAS_BACKEND)."""
+
+import inspect
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_crl import CompetingRatioLoss
+from keras_crl import NegativeLogLikelihoodRatioLoss
+from keras_crl import competing_ratio_loss
+from keras_crl import negative_log_likelihood_ratio_loss
+from tests.backend_utils import BACKEND
+from tests.backend_utils import HAS_XLA
+from tests.backend_utils import value_and_grad
+from tests.backend_utils import xla
+
+
+# --------------------------------------------------------------------------
+# NumPy oracles, in float64.
+
+
+def softmax64(logits):
+    z = np.asarray(logits, "float64")
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def authors_crl(logits, labels, beta, alpha=0.0, eps=1e-7, artifact=False):
+    """A NumPy port of the authors' released PyTorch loss (per sample).
+
+    Their code: p = clamp(softmax(x), 1e-7, 1 - 1e-7); p_y = p[y];
+    loss = log((1 - p_y) ** beta / p_y + 1e-7). `alpha` generalises the
+    `1 - p_y` to `alpha + 1 - p_y`; `artifact` keeps their `+ 1e-7`.
+    """
+    p = np.clip(softmax64(logits), eps, 1 - eps)
+    p_y = p[np.arange(len(labels)), labels]
+    return np.log((alpha + 1 - p_y) ** beta / p_y + (1e-7 if artifact else 0.0))
+
+
+def formula(logits, labels, alpha, beta):
+    """L = -log p_y + beta log(alpha + 1 - p_y) and its exact gradient."""
+    p = softmax64(logits)
+    rows = np.arange(len(labels))
+    p_y = p[rows, labels]
+    # 1 - p_y summed from the competitors, so the oracle itself is exact.
+    q = p.sum(-1) - p_y
+    q = np.where(p_y > 0.5, np.array([np.delete(r, y).sum() for r, y in zip(p, labels)]), q)
+    value = -np.log(p_y) + beta * np.log(alpha + q)
+    onehot = np.eye(p.shape[-1])[labels]
+    grad = (1 + beta * p_y / (alpha + q))[:, None] * (p - onehot)
+    return value, grad
+
+
+def numeric_grad(fn, x, h=1e-6):
+    x = np.asarray(x, "float64")
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[idx] = h
+        grad[idx] = (fn(x + step).sum() - fn(x - step).sum()) / (2 * h)
+    return grad
+
+
+def logits_with_p_y(p_y, num_classes=10, label=3, seed=0):
+    """float32 logits whose softmax puts probability ~p_y on `label`."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(len(p_y), num_classes))
+    rest = np.log(np.exp(np.delete(z, label, axis=1)).sum(1))
+    z[:, label] = rest + np.log(p_y) - np.log1p(-np.asarray(p_y))
+    return z.astype("float32")
+
+
+LOGITS = np.array(
+    [
+        [4.0, 1.0, 0.0, -1.0],  # confident, correct
+        [0.5, 0.5, 3.0, 0.0],  # wrong
+        [0.0, 0.0, 0.0, 0.0],  # uniform
+        [2.0, -3.0, 1.0, 0.5],
+        [-8.0, 9.0, 0.0, 1.0],  # hopeless for label 0
+    ],
+    "float32",
+)
+LABELS = np.array([0, 1, 2, 3, 0])
+
+
+def numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+# --------------------------------------------------------------------------
+# Values.
+
+
+class TestValues:
+    def test_hand_computed_value(self):
+        # p = softmax([4, 1, 0]) = [0.9362, 0.0466, 0.0171]:
+        # -log 0.9362 + 0.25 * log 0.0638 = 0.0659 - 0.6881.
+        loss = competing_ratio_loss([0], [[4.0, 1.0, 0.0]], from_logits=True)
+        np.testing.assert_allclose(numpy(loss), [-0.62227], atol=1e-5)
+
+    @pytest.mark.parametrize("alpha,beta", [(0.0, 0.25), (0.0, 0.75), (1.0, 1.0), (0.5, 0.5)])
+    def test_matches_authors_code(self, alpha, beta):
+        # Rows whose p_y is inside the clamp [1e-7, 1 - 1e-7]; see the
+        # hopeless-sample test for the last row.
+        logits, labels = LOGITS[:4], LABELS[:4]
+        value = competing_ratio_loss(
+            labels, logits, alpha=alpha, beta=beta, from_logits=True
+        )
+        np.testing.assert_allclose(
+            numpy(value), authors_crl(logits, labels, beta, alpha), atol=1e-5
+        )
+        # Their `+ 1e-7` inside the log is negligible away from p_y -> 1.
+        np.testing.assert_allclose(
+            numpy(value),
+            authors_crl(logits, labels, beta, alpha, artifact=True),
+            atol=1e-5,
+        )
+
+    def test_hopeless_sample_keeps_cross_entropy_gradient_from_logits(self):
+        # p_y = 2.5e-8 < epsilon. The authors' clamp (kept for probability
+        # input) freezes such a sample; from logits it keeps -log p_y and its
+        # gradient, as Keras' cross-entropy from logits does.
+        p_y = softmax64(LOGITS)[4, 0]
+        value, grad = value_and_grad(
+            lambda z: competing_ratio_loss(LABELS, z, from_logits=True), LOGITS
+        )
+        np.testing.assert_allclose(value[4], -np.log(p_y) + 0.25 * np.log1p(-p_y), rtol=1e-6)
+        _, expected = formula(LOGITS, LABELS, 0.0, 0.25)
+        np.testing.assert_allclose(grad[4], expected[4], atol=1e-6)
+        probs = softmax64(LOGITS).astype("float32")
+        np.testing.assert_allclose(
+            numpy(competing_ratio_loss(LABELS, probs))[4],
+            authors_crl(LOGITS, LABELS, 0.25)[4],
+            rtol=1e-6,
+        )
+
+    @pytest.mark.parametrize("alpha,beta", [(0.0, 0.25), (1.0, 1.0)])
+    def test_gradient_matches_authors_code(self, alpha, beta):
+        logits, labels = LOGITS[:4], LABELS[:4]
+        _, grad = value_and_grad(
+            lambda z: competing_ratio_loss(
+                labels, z, alpha=alpha, beta=beta, from_logits=True
+            ),
+            logits,
+        )
+        expected = numeric_grad(
+            lambda z: authors_crl(z, labels, beta, alpha), logits.astype("float64")
+        )
+        np.testing.assert_allclose(grad, expected, atol=1e-5)
+
+    def test_probabilities_match_authors_code(self):
+        probs = softmax64(LOGITS).astype("float32")
+        value = competing_ratio_loss(LABELS, probs)
+        np.testing.assert_allclose(
+            numpy(value), authors_crl(LOGITS, LABELS, 0.25), atol=1e-5
+        )
+        _, grad = value_and_grad(lambda p: competing_ratio_loss(LABELS, p), probs)
+        # d/dp of -log p_y + beta log(1 - p_y), through the normalisation.
+        def from_probs(q):
+            q = np.clip(q / q.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
+            q_y = q[np.arange(len(LABELS)), LABELS]
+            return -np.log(q_y) + 0.25 * np.log(1 - q_y)
+
+        expected = numeric_grad(from_probs, probs.astype("float64"), h=1e-9)
+        np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-5)
+
+    def test_beta_zero_is_cross_entropy(self):
+        crl = competing_ratio_loss(LABELS, LOGITS, beta=0.0, from_logits=True)
+        ce = keras.losses.sparse_categorical_crossentropy(
+            LABELS, LOGITS, from_logits=True
+        )
+        np.testing.assert_allclose(numpy(crl), numpy(ce), atol=1e-6)
+        probs = softmax64(LOGITS).astype("float32")
+        onehot = np.eye(4, dtype="float32")[LABELS]
+        np.testing.assert_allclose(
+            numpy(competing_ratio_loss(onehot, probs, beta=0.0)),
+            numpy(keras.losses.categorical_crossentropy(onehot, probs)),
+            atol=1e-6,
+        )
+
+    def test_nllr_is_alpha_zero_beta_one(self):
+        nllr = negative_log_likelihood_ratio_loss(LABELS, LOGITS, from_logits=True)
+        crl = competing_ratio_loss(LABELS, LOGITS, alpha=0, beta=1, from_logits=True)
+        np.testing.assert_allclose(numpy(nllr), numpy(crl))
+        p = softmax64(LOGITS)[np.arange(5), LABELS]
+        np.testing.assert_allclose(numpy(nllr), -np.log(p / (1 - p)), atol=1e-5)
+
+    def test_alpha_one_is_positive(self):
+        z = np.random.default_rng(1).normal(scale=6, size=(64, 7)).astype("float32")
+        y = np.random.default_rng(2).integers(0, 7, 64)
+        loss = numpy(competing_ratio_loss(y, z, alpha=1.0, beta=1.0, from_logits=True))
+        assert (loss >= 0).all()
+        assert (numpy(competing_ratio_loss(y, z, from_logits=True)) < 0).any()
+
+    def test_one_hot_equals_integer_labels(self):
+        onehot = np.eye(4, dtype="float32")[LABELS]
+        for from_logits, pred in ((True, LOGITS), (False, softmax64(LOGITS).astype("float32"))):
+            sparse = competing_ratio_loss(LABELS, pred, from_logits=from_logits)
+            dense = competing_ratio_loss(onehot, pred, from_logits=from_logits)
+            np.testing.assert_allclose(numpy(sparse), numpy(dense), atol=1e-6)
+        _, g_sparse = value_and_grad(
+            lambda z: competing_ratio_loss(LABELS, z, from_logits=True), LOGITS
+        )
+        _, g_dense = value_and_grad(
+            lambda z: competing_ratio_loss(onehot, z, from_logits=True), LOGITS
+        )
+        np.testing.assert_allclose(g_sparse, g_dense, atol=1e-6)
+
+    def test_labels_of_shape_n_1(self):
+        a = competing_ratio_loss(LABELS[:, None], LOGITS, from_logits=True)
+        b = competing_ratio_loss(LABELS, LOGITS, from_logits=True)
+        assert tuple(a.shape) == (5,)
+        np.testing.assert_allclose(numpy(a), numpy(b))
+
+    def test_soft_targets_are_the_expectation(self):
+        rng = np.random.default_rng(3)
+        targets = rng.dirichlet(np.ones(4), size=5).astype("float32")
+        value, grad = value_and_grad(
+            lambda z: competing_ratio_loss(targets, z, beta=0.5, from_logits=True),
+            LOGITS,
+        )
+
+        def expectation(z):
+            p = softmax64(z)
+            return (targets * (-np.log(p) + 0.5 * np.log(1 - p))).sum(-1)
+
+        np.testing.assert_allclose(value, expectation(LOGITS), atol=1e-5)
+        np.testing.assert_allclose(grad, numeric_grad(expectation, LOGITS), atol=1e-5)
+
+    def test_label_smoothing(self):
+        s = 0.2
+        smoothed = np.eye(4, dtype="float32")[LABELS] * (1 - s) + s / 4
+        for from_logits, pred in ((True, LOGITS), (False, softmax64(LOGITS).astype("float32"))):
+            expected = competing_ratio_loss(smoothed, pred, from_logits=from_logits)
+            sparse = competing_ratio_loss(
+                LABELS, pred, from_logits=from_logits, label_smoothing=s
+            )
+            onehot = competing_ratio_loss(
+                np.eye(4, dtype="float32")[LABELS],
+                pred,
+                from_logits=from_logits,
+                label_smoothing=s,
+            )
+            np.testing.assert_allclose(numpy(sparse), numpy(expected), atol=1e-5)
+            np.testing.assert_allclose(numpy(onehot), numpy(expected), atol=1e-5)
+        _, g_sparse = value_and_grad(
+            lambda z: competing_ratio_loss(LABELS, z, from_logits=True, label_smoothing=s),
+            LOGITS,
+        )
+        _, g_dense = value_and_grad(
+            lambda z: competing_ratio_loss(smoothed, z, from_logits=True), LOGITS
+        )
+        np.testing.assert_allclose(g_sparse, g_dense, atol=1e-5)
+
+    def test_channels_first_dense_prediction(self):
+        rng = np.random.default_rng(4)
+        logits = rng.normal(size=(2, 5, 3, 3)).astype("float32")  # N, K, H, W
+        labels = rng.integers(0, 5, size=(2, 3, 3))
+        first = competing_ratio_loss(labels, logits, from_logits=True, axis=1)
+        last = competing_ratio_loss(
+            labels, np.moveaxis(logits, 1, -1), from_logits=True
+        )
+        assert tuple(first.shape) == (2, 3, 3)
+        np.testing.assert_allclose(numpy(first), numpy(last), atol=1e-6)
+        onehot = np.moveaxis(np.eye(5, dtype="float32")[labels], -1, 1)
+        dense = competing_ratio_loss(onehot, logits, from_logits=True, axis=1)
+        np.testing.assert_allclose(numpy(dense), numpy(last), atol=1e-6)
+        loss = CompetingRatioLoss(from_logits=True, axis=1)
+        np.testing.assert_allclose(
+            float(loss(labels[:, None], logits)), numpy(last).mean(), atol=1e-6
+        )
+
+
+# --------------------------------------------------------------------------
+# Numerics.
+
+
+class TestNumerics:
+    P_Y = np.array([1e-6, 1e-3, 0.1, 0.5, 0.9, 0.999, 1 - 1e-5, 1 - 1e-6])
+
+    @pytest.mark.parametrize("alpha,beta", [(0.0, 0.25), (0.0, 1.0), (1.0, 1.0), (0.1, 0.5)])
+    def test_value_and_gradient_match_formula_in_float32(self, alpha, beta):
+        logits = logits_with_p_y(self.P_Y)
+        labels = np.full(len(self.P_Y), 3)
+        value, grad = value_and_grad(
+            lambda z: competing_ratio_loss(
+                labels, z, alpha=alpha, beta=beta, from_logits=True
+            ),
+            logits,
+        )
+        expected_value, expected_grad = formula(logits, labels, alpha, beta)
+        np.testing.assert_allclose(value, expected_value, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(grad, expected_grad, rtol=0, atol=1e-5)
+
+    def test_soft_targets_precise_near_one(self):
+        logits = logits_with_p_y(self.P_Y)
+        onehot = np.eye(10, dtype="float32")[np.full(len(self.P_Y), 3)]
+        value, grad = value_and_grad(
+            lambda z: competing_ratio_loss(onehot, z, from_logits=True), logits
+        )
+        expected_value, expected_grad = formula(logits, np.full(len(self.P_Y), 3), 0.0, 0.25)
+        np.testing.assert_allclose(value, expected_value, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(grad, expected_grad, rtol=0, atol=1e-5)
+
+    def test_naive_log_one_minus_p_fails_this_check(self):
+        # The check above has teeth: log(1 - softmax) in float32 misses it.
+        logits = logits_with_p_y(self.P_Y)
+        p = ops.softmax(ops.convert_to_tensor(logits))[:, 3]
+        naive = numpy(-ops.log(p) + 0.25 * ops.log(1 - p))
+        expected, _ = formula(logits, np.full(len(self.P_Y), 3), 0.0, 0.25)
+        assert np.abs(naive - expected).max() > 1e-4
+
+    def test_clamp_stops_the_push_past_one_minus_epsilon(self):
+        logits = logits_with_p_y(np.array([1 - 1e-9]))
+        value, grad = value_and_grad(
+            lambda z: competing_ratio_loss([3], z, alpha=0.0, beta=1.0, from_logits=True),
+            logits,
+        )
+        eps = 1e-7
+        np.testing.assert_allclose(value, [-np.log1p(-eps) + np.log(eps)], rtol=1e-6)
+        assert np.all(grad == 0)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+    @pytest.mark.parametrize("alpha", [0.0, 1.0])
+    def test_extreme_logits_stay_finite(self, dtype, alpha):
+        logits = np.array(
+            [[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [0.0, 1e4, 1e4]], "float32"
+        )
+        labels = np.array([0, 0, 2])
+        for targets in (labels, np.eye(3, dtype="float32")[labels]):
+            value, grad = value_and_grad(
+                lambda z: competing_ratio_loss(
+                    targets, ops.cast(z, dtype), alpha=alpha, from_logits=True
+                ),
+                logits,
+            )
+            assert np.isfinite(value).all() and np.isfinite(grad).all()
+            assert value[1] > 1e3  # the hopeless sample is not clamped away
+            assert np.abs(grad[1]).sum() > 1.0
+        loss = CompetingRatioLoss(alpha=alpha, from_logits=True, dtype=dtype)
+        assert np.isfinite(float(loss(labels, ops.cast(logits, dtype))))
+
+    def test_output_keeps_input_dtype(self):
+        for dtype in ("float16", "bfloat16", "float32"):
+            out = competing_ratio_loss(LABELS, ops.cast(LOGITS, dtype), from_logits=True)
+            assert keras.backend.standardize_dtype(out.dtype) == dtype
+
+    def test_integer_labels_exact_for_large_k_in_bfloat16(self):
+        num_classes = 100_000
+        logits = np.zeros((2, num_classes), "float32")
+        logits[0, 257] = logits[1, 99_999] = 10.0
+        labels = np.array([257, 99_999])
+        ref = float(CompetingRatioLoss(from_logits=True)(labels, logits))
+        for dtype in ("bfloat16", "float16"):
+            value = float(CompetingRatioLoss(from_logits=True, dtype=dtype)(labels, logits))
+            np.testing.assert_allclose(value, ref, rtol=2e-2)
+        # A label rounded to 256 would see a loss near 11.5, not 1.7.
+        assert ref < 2.0
+
+
+# --------------------------------------------------------------------------
+# The Loss class: reductions, weights, masks, config.
+
+
+class TestLossClass:
+    def per_sample(self, **kwargs):
+        return numpy(competing_ratio_loss(LABELS, LOGITS, from_logits=True, **kwargs))
+
+    def test_reductions(self):
+        per_sample = self.per_sample()
+        weights = np.array([1.0, 0.0, 2.0, 0.5, 1.0], "float32")
+        cases = {
+            "sum": (per_sample * weights).sum(),
+            "sum_over_batch_size": (per_sample * weights).sum() / 5,
+            "mean": (per_sample * weights).sum() / 5,
+            "mean_with_sample_weight": (per_sample * weights).sum() / weights.sum(),
+            "none": per_sample * weights,
+            None: per_sample * weights,
+        }
+        for reduction, expected in cases.items():
+            loss = CompetingRatioLoss(from_logits=True, reduction=reduction)
+            value = numpy(loss(LABELS, LOGITS, sample_weight=weights))
+            np.testing.assert_allclose(value, expected, rtol=1e-5, err_msg=str(reduction))
+
+    def test_scalar_sample_weight(self):
+        loss = CompetingRatioLoss(from_logits=True)
+        np.testing.assert_allclose(
+            float(loss(LABELS, LOGITS, sample_weight=2.5)),
+            2.5 * self.per_sample().mean(),
+            rtol=1e-5,
+        )
+
+    def test_mask_on_predictions(self):
+        from keras.src.backend import set_keras_mask
+
+        mask = np.array([True, False, True, True, False])
+        y_pred = ops.convert_to_tensor(LOGITS)
+        set_keras_mask(y_pred, ops.convert_to_tensor(mask))
+        value = CompetingRatioLoss(from_logits=True)(LABELS, y_pred)
+        np.testing.assert_allclose(
+            float(value), self.per_sample()[mask].mean(), rtol=1e-5
+        )
+
+    def test_ignore_class(self):
+        labels = np.array([0, -1, 2, -1, 0])
+        value = numpy(
+            competing_ratio_loss(labels, LOGITS, from_logits=True, ignore_class=-1)
+        )
+        keep = labels != -1
+        expected = numpy(
+            competing_ratio_loss(labels[keep], LOGITS[keep], from_logits=True)
+        )
+        np.testing.assert_allclose(value[keep], expected, atol=1e-5)
+        assert np.all(value[~keep] == 0)
+        mean = CompetingRatioLoss(from_logits=True, ignore_class=-1)(labels, LOGITS)
+        np.testing.assert_allclose(float(mean), expected.mean(), atol=1e-5)
+        _, grad = value_and_grad(
+            lambda z: competing_ratio_loss(labels, z, from_logits=True, ignore_class=-1),
+            LOGITS,
+        )
+        assert np.all(grad[~keep] == 0) and np.abs(grad[keep]).sum() > 0
+
+    def test_ignore_class_inside_range(self):
+        # Segmentation style: the "void" class is a real index.
+        value = numpy(competing_ratio_loss(LABELS, LOGITS, from_logits=True, ignore_class=0))
+        assert value[0] == 0 and value[4] == 0 and value[1] != 0
+
+    def test_config_matches_constructor(self):
+        for cls in (CompetingRatioLoss, NegativeLogLikelihoodRatioLoss):
+            params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+            assert set(cls().get_config()) == params, cls
+
+    def test_config_round_trip(self):
+        loss = CompetingRatioLoss(
+            alpha=1.0, beta=0.5, from_logits=True, label_smoothing=0.1,
+            ignore_class=-1, axis=1, epsilon=1e-6, reduction="sum", name="crl",
+            dtype="bfloat16",
+        )
+        restored = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(restored) is CompetingRatioLoss
+        assert restored.get_config() == loss.get_config()
+        nllr = NegativeLogLikelihoodRatioLoss(from_logits=True)
+        restored = keras.losses.deserialize(keras.losses.serialize(nllr))
+        assert type(restored) is NegativeLogLikelihoodRatioLoss
+        assert (restored.alpha, restored.beta) == (0.0, 1.0)
+
+    def test_nllr_class(self):
+        value = NegativeLogLikelihoodRatioLoss(from_logits=True)(LABELS, LOGITS)
+        expected = competing_ratio_loss(LABELS, LOGITS, alpha=0, beta=1, from_logits=True)
+        np.testing.assert_allclose(float(value), numpy(expected).mean(), rtol=1e-6)
+
+    def test_mixed_precision_policy_keeps_loss_in_float32(self):
+        try:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+            loss = CompetingRatioLoss(from_logits=True)
+            assert loss.dtype == "float32"
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+
+# --------------------------------------------------------------------------
+# Training and saving through Keras.
+
+
+def tiny_model(num_classes=4, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(num_classes)]
+    )
+
+
+def tiny_data(n=32, num_classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = (x[:, :num_classes].argmax(1)).astype("int32")
+    return x, y
+
+
+class TestWithKeras:
+    @pytest.mark.parametrize("labels", ["int", "int_n1", "onehot"])
+    def test_compile_and_fit(self, labels):
+        x, y = tiny_data()
+        targets = {"int": y, "int_n1": y[:, None], "onehot": np.eye(4, dtype="float32")[y]}[labels]
+        model = tiny_model()
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=CompetingRatioLoss(from_logits=True),
+            metrics=["accuracy" if labels == "onehot" else "sparse_categorical_accuracy"],
+        )
+        history = model.fit(x, targets, epochs=8, batch_size=8, verbose=0)
+        losses = history.history["loss"]
+        assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+    def test_class_weight_equals_sample_weight(self):
+        x, y = tiny_data()
+        class_weight = {0: 1.0, 1: 2.0, 2: 0.5, 3: 0.0}
+        weights = []
+        for kwargs in (
+            {"class_weight": class_weight},
+            {"sample_weight": np.array([class_weight[c] for c in y], "float32")},
+        ):
+            model = tiny_model()
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss=CompetingRatioLoss(from_logits=True))
+            model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0, **kwargs)
+            weights.append([numpy(w) for w in model.weights])
+        for a, b in zip(*weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    def test_keras_file_loads_with_safe_mode(self, tmp_path):
+        model = tiny_model()
+        loss = CompetingRatioLoss(alpha=1.0, beta=0.5, from_logits=True)
+        model.compile(optimizer="sgd", loss=loss)
+        path = tmp_path / "model.keras"
+        model.save(path)
+        restored = keras.saving.load_model(path, safe_mode=True)
+        assert isinstance(restored.loss, CompetingRatioLoss)
+        assert restored.loss.get_config() == loss.get_config()
+        x, y = tiny_data(8)
+        np.testing.assert_allclose(
+            restored.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-6
+        )
+
+    def test_functional_twin_in_compile(self, tmp_path):
+        model = tiny_model()
+        model.compile(optimizer="sgd", loss=negative_log_likelihood_ratio_loss)
+        x, y = tiny_data(8)
+        probs_model = keras.Sequential([model, keras.layers.Softmax()])
+        probs_model.compile(optimizer="sgd", loss=negative_log_likelihood_ratio_loss)
+        assert np.isfinite(probs_model.evaluate(x, y, verbose=0))
+        path = tmp_path / "m.keras"
+        probs_model.save(path)
+        assert keras.saving.load_model(path).loss is negative_log_likelihood_ratio_loss
+
+    def test_mixed_precision_training(self):
+        x, y = tiny_data()
+        for policy in ("mixed_bfloat16", "mixed_float16"):
+            try:
+                keras.config.set_dtype_policy(policy)
+                model = tiny_model()
+                model.compile(optimizer=keras.optimizers.SGD(0.1), loss=CompetingRatioLoss(from_logits=True))
+                history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+            finally:
+                keras.config.set_dtype_policy("float32")
+            assert np.isfinite(history.history["loss"]).all(), policy
+
+    @pytest.mark.skipif(not HAS_XLA, reason="XLA compilation exists on TensorFlow and JAX only")
+    def test_jit_compile_fit_matches_eager(self):
+        x, y = tiny_data()
+        results = []
+        for jit in (True, False):
+            model = tiny_model()
+            model.compile(
+                optimizer=keras.optimizers.SGD(0.1),
+                loss=CompetingRatioLoss(from_logits=True, label_smoothing=0.1),
+                jit_compile=jit,
+                run_eagerly=not jit,
+            )
+            results.append(model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0).history["loss"])
+        np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
+
+    @pytest.mark.skipif(not HAS_XLA, reason="XLA compilation exists on TensorFlow and JAX only")
+    def test_xla_value_and_bad_labels_are_nan(self):
+        fn = xla(lambda y, z: competing_ratio_loss(y, z, from_logits=True))
+        np.testing.assert_allclose(
+            numpy(fn(LABELS, LOGITS)),
+            numpy(competing_ratio_loss(LABELS, LOGITS, from_logits=True)),
+            atol=1e-6,
+        )
+        value = numpy(fn(np.array([0, 4, -1, 2, 0]), LOGITS))
+        assert np.isnan(value[[1, 2]]).all() and np.isfinite(value[[0, 3, 4]]).all()
+
+
+# --------------------------------------------------------------------------
+# Bad input.
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("label", [4, 7, -1, -3])
+    def test_label_out_of_range(self, label):
+        labels = np.array([0, label, 1, 2, 3])
+        with pytest.raises(ValueError, match=rf"label value of {label}.*\[0, 4\)"):
+            competing_ratio_loss(labels, LOGITS, from_logits=True)
+        with pytest.raises(ValueError, match=str(label)):
+            CompetingRatioLoss()(labels, softmax64(LOGITS).astype("float32"))
+
+    def test_ignore_class_is_not_out_of_range(self):
+        labels = np.array([0, -1, 1, 2, 3])
+        competing_ratio_loss(labels, LOGITS, from_logits=True, ignore_class=-1)
+        with pytest.raises(ValueError, match="-5"):
+            competing_ratio_loss(
+                np.array([0, -5, 1, 2, 3]), LOGITS, from_logits=True, ignore_class=-1
+            )
+
+    def test_target_width_mismatch(self):
+        with pytest.raises(ValueError, match=r"\(5, 3\).*\(5, 4\)"):
+            competing_ratio_loss(np.eye(3, dtype="float32")[[0, 1, 2, 0, 1]], LOGITS)
+
+    def test_label_shape_mismatch(self):
+        with pytest.raises(ValueError, match=r"\(3,\).*\(5, 4\)"):
+            competing_ratio_loss(np.array([0, 1, 2]), LOGITS)
+
+    def test_rank_mismatch(self):
+        with pytest.raises(ValueError, match=r"y_true.shape=\(5, 4, 2\)"):
+            competing_ratio_loss(np.zeros((5, 4, 2)), LOGITS)
+
+    def test_fewer_than_two_classes(self):
+        with pytest.raises(ValueError, match="at least 2 classes"):
+            competing_ratio_loss(np.zeros(5, "int32"), np.zeros((5, 1), "float32"))
+
+    @pytest.mark.parametrize(
+        "kwargs,match",
+        [
+            ({"alpha": -1}, "Received: alpha=-1"),
+            ({"beta": -0.5}, "Received: beta=-0.5"),
+            ({"alpha": float("nan")}, "alpha=nan"),
+            ({"epsilon": 0.0}, "epsilon=0.0"),
+            ({"epsilon": 0.5}, "epsilon=0.5"),
+            ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+            ({"label_smoothing": -0.1}, "label_smoothing=-0.1"),
+            ({"ignore_class": 1.5}, "ignore_class=1.5"),
+            ({"reduction": "avg"}, "reduction=avg"),
+        ],
+    )
+    def test_bad_arguments_at_construction(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            CompetingRatioLoss(**kwargs)
+
+    def test_bad_arguments_in_function(self):
+        with pytest.raises(ValueError, match="Received: beta=-1"):
+            competing_ratio_loss(LABELS, LOGITS, beta=-1)
+
+    def test_ignore_class_with_soft_targets(self):
+        with pytest.raises(ValueError, match="ignore_class"):
+            competing_ratio_loss(
+                np.eye(4, dtype="float32")[LABELS], LOGITS, ignore_class=0
+            )
+
+    def test_logits_passed_as_probabilities_warn(self):
+        with pytest.warns(UserWarning, match="from_logits=True"):
+            competing_ratio_loss(LABELS, LOGITS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            competing_ratio_loss(LABELS, softmax64(LOGITS).astype("float32"))
+            competing_ratio_loss(LABELS, LOGITS, from_logits=True)
+
+    def test_softmax_output_passed_as_logits_warns(self):
+        probs = keras.activations.softmax(ops.convert_to_tensor(LOGITS))
+        if not hasattr(probs, "_keras_logits"):
+            # Some backends' arrays take no attributes; Keras cannot tag them.
+            assert BACKEND == "jax"
+            return
+        with pytest.warns(UserWarning, match="softmax"):
+            competing_ratio_loss(LABELS, probs, from_logits=True)
