@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs keras-crl and trains CRL on the bundled digits data
+#   make test   installs keras-crl and runs the test suite on all three backends
+# Each backend runs in its own process: Keras picks its backend at import.
+
+PYTHON ?= python3
+BACKENDS ?= tensorflow torch jax
+PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
+
+.PHONY: install demo test bench
+
+install:
+	# torch first and pinned: its CPU wheel; an unpinned torch pulls CUDA.
+	$(PYTHON) -m pip install -q -c constraints.txt torch
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all-backends,test]"
+
+demo: install
+	keras-crl
+
+test: install
+	set -e; for backend in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(PYTEST) tests --ignore=tests/cross_backend; \
+	done
+	echo "=== cross-backend consistency (one process per backend)"
+	$(PYTEST) tests/cross_backend
+
+bench: install
+	$(PYTHON) benchmarks/run.py

@@ -1,0 +1,206 @@
+"""The `keras-crl` command: thin, it assembles `keras_crl.train` and friends.
+
+    keras-crl                      the main job: CRL vs cross-entropy on the
+                                   bundled digits data, about a minute on a CPU
+    keras-crl train [options]      one training run into a run folder
+    keras-crl compare-backends     the same training on TensorFlow, PyTorch
+                                   and JAX, compared
+
+`--backend` chooses the Keras backend. Keras fixes its backend when it is
+first imported, so when the flag differs from the backend already loaded the
+command restarts itself with `KERAS_BACKEND` set.
+"""
+
+import argparse
+import os
+import sys
+
+BACKENDS = ("tensorflow", "torch", "jax")
+
+
+def _add_training_arguments(parser, defaults):
+    add = parser.add_argument
+    add("--model", default=defaults.get("model", "small_cnn"),
+        help="zoo model name (see --list)")
+    add("--dataset", default=defaults.get("dataset", "digits"),
+        help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder")
+    add("--data-dir", help="where data sets are found or downloaded; for 'folder' the image folder")
+    add("--loss", default="crl", help="crl, nllr or ce")
+    add("--alpha", type=float, default=0.0, help="CRL alpha (default 0, the authors')")
+    add("--beta", type=float, default=0.25, help="CRL beta (default 0.25, the authors')")
+    add("--label-smoothing", type=float, default=0.0)
+    add("--recipe", default="paper", help="paper (default) or cosine")
+    add("--epochs", type=int, default=defaults.get("epochs"),
+        help="epochs (the recipe's milestones are scaled to it)")
+    add("--batch-size", type=int, default=defaults.get("batch_size"))
+    add("--lr", type=float, dest="learning_rate", default=defaults.get("learning_rate"))
+    add("--momentum", type=float)
+    add("--weight-decay", type=float, help="coupled L2, as PyTorch's SGD")
+    add("--schedule", choices=("step", "cosine", "constant"))
+    add("--no-augment", dest="augment", action="store_false", default=None)
+    add("--seed", type=int, default=0)
+    add("--validation-split", type=float, default=0.1)
+    add("--image-size", type=int, help="resize folder data sets to this square size")
+    add("--limit", type=int, help="train on the first N training images only")
+    add("--init-weights", help="a .weights.h5 file to start from")
+    add("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND)")
+    add("--jit", choices=("auto", "on", "off"), default="auto",
+        help="compile the train step (XLA on TensorFlow/JAX, torch.compile on torch)")
+    add("--precision", default="float32",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    add("--channels-first", action="store_true", help="train in channels_first layout")
+    add("--verbose", type=int, default=1, choices=(0, 1, 2))
+
+
+def _config_from_args(args, run_dir):
+    from keras_crl.train import TrainConfig
+
+    options = {}
+    if args.image_size:
+        options["image_size"] = (args.image_size, args.image_size)
+    if args.dataset == "folder":
+        if not args.data_dir:
+            raise SystemExit("--dataset folder needs --data-dir PATH (one sub-folder per class)")
+        options["path"] = args.data_dir
+    return TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        loss=args.loss,
+        alpha=args.alpha,
+        beta=args.beta,
+        label_smoothing=args.label_smoothing,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        augment=args.augment,
+        seed=args.seed,
+        validation_split=args.validation_split,
+        data_dir=None if args.dataset == "folder" else args.data_dir,
+        dataset_options=options,
+        limit=args.limit,
+        init_weights=args.init_weights,
+        run_dir=run_dir,
+        jit={"auto": "auto", "on": True, "off": False}[args.jit],
+        precision=args.precision,
+        data_format="channels_first" if args.channels_first else "channels_last",
+        resume=getattr(args, "resume", False),
+        verbose=args.verbose,
+    )
+
+
+# The main job's settings: small enough for about a minute on 2 CPU cores.
+DEMO = {"model": "small_cnn", "dataset": "digits", "epochs": 12, "batch_size": 64,
+        "learning_rate": 0.05}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-crl",
+        description="Competing Ratio Loss for Keras 3 on TensorFlow, PyTorch and JAX. "
+        "With no command: CRL vs cross-entropy on the bundled digits data.",
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    demo = sub.add_parser("demo", help="the main job (also what no command runs)")
+    _add_training_arguments(demo, DEMO)
+    demo.add_argument("--run-dir", default="runs/demo")
+
+    train = sub.add_parser("train", help="train one model into a run folder")
+    _add_training_arguments(train, {})
+    train.add_argument("--run-dir", help="run folder (default runs/<model>-<dataset>-<loss>-<backend>-s<seed>)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last finished epoch")
+    train.add_argument("--list", action="store_true", help="list models and datasets, then exit")
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["demo", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        args = build_parser().parse_args(["demo"])
+    _use_backend(getattr(args, "backend", None), argv)
+
+    if args.command == "demo":
+        return run_demo(args)
+    if args.command == "train":
+        return run_train(args)
+    return 0
+
+
+def _use_backend(backend, argv):
+    """Restarts under `backend` if Keras already loaded another one."""
+    if not backend:
+        return
+    import keras
+
+    if keras.backend.backend() != backend:
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        os.execve(sys.executable, [sys.executable, "-m", "keras_crl.cli", *argv], env)
+
+
+def run_train(args):
+    import keras
+
+    from keras_crl import data, models
+    from keras_crl.train import train
+
+    if args.list:
+        print("models:  ", ", ".join(models.list_models()))
+        print("datasets:", ", ".join(data.list_datasets()))
+        return 0
+    run_dir = args.run_dir or (
+        f"runs/{args.model}-{args.dataset}-{args.loss}-{keras.backend.backend()}-s{args.seed}"
+    )
+    metrics = train(_config_from_args(args, run_dir))
+    print(_table([metrics]))
+    print(f"\nRun folder: {run_dir}")
+    return 0
+
+
+def run_demo(args):
+    import keras
+
+    from keras_crl.train import train
+
+    print(f"keras-crl main job: {args.model} on {args.dataset}, backend "
+          f"{keras.backend.backend()}, {args.epochs} epochs per loss\n")
+    results = []
+    for loss in ("ce", "crl"):
+        args.loss = loss
+        config = _config_from_args(args, os.path.join(args.run_dir, loss))
+        config.verbose = 0 if args.verbose == 1 else args.verbose
+        print(f"training with {loss} ...", flush=True)
+        results.append(train(config))
+    print()
+    print(_table(results))
+    print(f"\nRun folders (config, log.csv, weights, metrics, plots): {args.run_dir}/{{ce,crl}}")
+    return 0
+
+
+def _table(rows):
+    header = ("loss", "alpha", "beta", "backend", "test acc", "best val acc", "epoch s", "img/s")
+    lines = [header]
+    for m in rows:
+        alpha_beta = (f"{m['alpha']:g}", f"{m['beta']:g}") if m["loss"] == "crl" else ("-", "-")
+        lines.append((
+            m["loss"], *alpha_beta, m["backend"],
+            f"{100 * m['test_accuracy']:.2f} %",
+            f"{100 * m['best_val_accuracy']:.2f} %" if m["best_val_accuracy"] is not None else "-",
+            f"{m['seconds_per_epoch']:.2f}" if m["seconds_per_epoch"] else "-",
+            f"{m['images_per_second']:.0f}" if m["images_per_second"] else "-",
+        ))
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The same start on every backend: seeded NumPy initialisation, determinism.
+
+Keras' random streams differ between TensorFlow, PyTorch and JAX, so the same
+`seed` gives three different initial networks. `numpy_initialise` redraws
+every weight from a NumPy generator with the distribution of the layer's own
+Keras initializer, so a model starts bit-identical on all backends.
+"""
+
+import math
+import os
+
+import keras
+import numpy as np
+
+
+def numpy_initialise(model, seed):
+    """Re-initialises `model`'s weights from NumPy, identically on any backend.
+
+    Each variable is drawn with its layer's initializer (`Zeros`, `Ones`,
+    `Constant`, `VarianceScaling` and its Glorot/He/LeCun forms,
+    `RandomNormal`, `RandomUniform`, `TruncatedNormal`) from
+    `np.random.default_rng([seed, i])`, `i` its position in `model.weights`.
+
+    Args:
+        model: A built Keras model.
+        seed: Integer seed.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: A variable has an initializer this function cannot
+            reproduce; initialise on one backend and share a `.weights.h5`
+            file instead.
+    """
+    owners = _variable_initializers(model)
+    for index, variable in enumerate(model.weights):
+        initializer = owners.get(id(variable))
+        if initializer is None:
+            raise ValueError(
+                f"Cannot tell how variable {variable.path!r} is initialised; "
+                "share a .weights.h5 file between backends instead."
+            )
+        rng = np.random.default_rng([seed, index])
+        value = _draw(initializer, tuple(variable.shape), rng, variable.path)
+        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+    return model
+
+
+def _variable_initializers(model):
+    """Maps `id(variable)` to the initializer of the layer that owns it."""
+    found = {}
+    for layer in model._flatten_layers(include_self=False):
+        for variable in layer._trainable_variables + layer._non_trainable_variables:
+            name = variable.name
+            candidates = [f"{name}_initializer"]
+            if name.endswith("_kernel"):  # depthwise_kernel -> depthwise_initializer
+                candidates.append(f"{name[: -len('_kernel')]}_initializer")
+            if name == "kernel":  # DepthwiseConv2D names its kernel plainly
+                candidates.append("depthwise_initializer")
+            for attribute in candidates:
+                initializer = getattr(layer, attribute, None)
+                if initializer is not None:
+                    found[id(variable)] = keras.initializers.get(initializer)
+                    break
+    return found
+
+
+def _fans(shape):
+    if len(shape) < 1:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def _draw(initializer, shape, rng, path):
+    init = keras.initializers
+    if isinstance(initializer, init.Zeros):
+        return np.zeros(shape)
+    if isinstance(initializer, init.Ones):
+        return np.ones(shape)
+    if isinstance(initializer, init.Constant):
+        return np.full(shape, float(initializer.get_config()["value"]))
+    if isinstance(initializer, init.VarianceScaling):
+        # Glorot/He/LeCun subclasses leave these out of get_config().
+        fan_in, fan_out = _fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}
+        scale = initializer.scale / max(1.0, fan[initializer.mode])
+        distribution = initializer.distribution
+        if distribution == "uniform":
+            limit = math.sqrt(3.0 * scale)
+            return rng.uniform(-limit, limit, shape)
+        if distribution == "untruncated_normal":
+            return rng.normal(0.0, math.sqrt(scale), shape)
+        # Truncated at two standard deviations, rescaled to keep the variance.
+        return _truncated_normal(rng, math.sqrt(scale) / 0.87962566103423978, shape)
+    if isinstance(initializer, init.TruncatedNormal):
+        config = initializer.get_config()
+        return config["mean"] + _truncated_normal(rng, config["stddev"], shape)
+    if isinstance(initializer, init.RandomNormal):
+        config = initializer.get_config()
+        return rng.normal(config["mean"], config["stddev"], shape)
+    if isinstance(initializer, init.RandomUniform):
+        config = initializer.get_config()
+        return rng.uniform(config["minval"], config["maxval"], shape)
+    raise ValueError(
+        f"Cannot reproduce initializer {type(initializer).__name__} of {path!r} in "
+        "NumPy; share a .weights.h5 file between backends instead."
+    )
+
+
+def _truncated_normal(rng, stddev, shape):
+    values = rng.normal(0.0, 1.0, shape)
+    outside = np.abs(values) > 2.0
+    while outside.any():
+        values[outside] = rng.normal(0.0, 1.0, int(outside.sum()))
+        outside = np.abs(values) > 2.0
+    return values * stddev
+
+
+def make_deterministic(seed):
+    """Seeds every generator and asks each backend for deterministic kernels.
+
+    TensorFlow: `enable_op_determinism`. PyTorch: deterministic algorithms
+    (and, on GPU, deterministic cuBLAS workspaces). JAX on CPU is
+    deterministic; on GPU set `XLA_FLAGS=--xla_gpu_deterministic_ops=true`
+    before starting Python.
+
+    Args:
+        seed: Integer seed for Python, NumPy and the backend.
+    """
+    keras.utils.set_random_seed(seed)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)

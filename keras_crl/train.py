@@ -1,0 +1,478 @@
+"""One function that runs a configured training into a run folder.
+
+    data set -> BatchPipeline -> zoo model -> compile(loss, recipe) -> fit
+    -> run folder: config.json, log.csv, best/last weights, metrics.json, plots
+
+A run folder is self-describing: `config.json` holds the resolved
+configuration, and `state.npz` (rewritten atomically after every epoch) holds
+the weights, optimizer state and epoch, so `resume=True` continues an
+interrupted run exactly where its last finished epoch left it, on any
+backend.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_crl import data as data_lib
+from keras_crl import models as models_lib
+from keras_crl.losses import CompetingRatioLoss
+from keras_crl.losses import NegativeLogLikelihoodRatioLoss
+from keras_crl.recipes import get_recipe
+from keras_crl.reproducible import make_deterministic
+from keras_crl.reproducible import numpy_initialise
+
+LOSSES = ("crl", "nllr", "ce")
+
+# The recipe's crop-and-flip is written for 32x32 natural images. Digits are
+# not mirror-symmetric, and a 4-pixel shift wipes out an 8x8 digit.
+AUGMENTATION = {
+    "digits": {"pad": 1, "flip": False},
+    "svhn": {"flip": False},
+}
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Args:
+        model: A name from `keras_crl.models.list_models()`.
+        dataset: A name from `keras_crl.data.list_datasets()`.
+        loss: `"crl"`, `"nllr"` or `"ce"`.
+        alpha: CRL's alpha.
+        beta: CRL's beta.
+        label_smoothing: Label smoothing of any loss.
+        recipe: `"paper"` or `"cosine"`; the fields below override it.
+        epochs, batch_size, learning_rate, momentum, weight_decay, schedule,
+        milestones, augment: Recipe overrides (`None` keeps the recipe's).
+        seed: Seed of the initial weights, the data order and augmentation.
+        validation_split: Fraction of the training data held out for model
+            selection.
+        data_dir: Where data sets are looked for / downloaded.
+        dataset_options: Extra arguments of the data set loader.
+        limit: Use only the first `limit` training images (quick runs).
+        init_weights: A `.weights.h5` file to start from instead of the
+            seeded NumPy initialisation.
+        run_dir: The run folder.
+        jit: Compile the train step (`jit_compile`); `"auto"` lets Keras
+            choose.
+        precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
+        data_format: `"channels_last"` or `"channels_first"`.
+        resume: Continue from `run_dir/state.npz` if it exists.
+        verbose: Keras' progress bar (1), one line per epoch (2), or none.
+    """
+
+    model: str = "small_cnn"
+    dataset: str = "digits"
+    loss: str = "crl"
+    alpha: float = 0.0
+    beta: float = 0.25
+    label_smoothing: float = 0.0
+    recipe: str = "paper"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    milestones: tuple | None = None
+    augment: bool | None = None
+    seed: int = 0
+    validation_split: float = 0.1
+    data_dir: str | None = None
+    dataset_options: dict = dataclasses.field(default_factory=dict)
+    limit: int | None = None
+    init_weights: str | None = None
+    run_dir: str = "runs/latest"
+    jit: bool | str = "auto"
+    precision: str = "float32"
+    data_format: str = "channels_last"
+    resume: bool = False
+    verbose: int = 1
+
+    def resolved_recipe(self):
+        return get_recipe(
+            self.recipe,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            milestones=self.milestones,
+            augment=self.augment,
+        )
+
+
+def make_loss(name, alpha=0.0, beta=0.25, label_smoothing=0.0):
+    """The named loss on logits: `"crl"`, `"nllr"` or `"ce"`."""
+    if name == "crl":
+        return CompetingRatioLoss(
+            alpha=alpha, beta=beta, from_logits=True, label_smoothing=label_smoothing
+        )
+    if name == "nllr":
+        return NegativeLogLikelihoodRatioLoss(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+    if name == "ce":
+        # CRL with beta = 0 is cross-entropy, with the same label handling
+        # (integer labels and label smoothing) as the other two.
+        return CompetingRatioLoss(
+            beta=0.0, from_logits=True, label_smoothing=label_smoothing,
+            name="cross_entropy",
+        )
+    raise ValueError(f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)}.")
+
+
+def check_config(config):
+    """Fails fast, before any data is read, on names and values."""
+    if config.loss not in LOSSES:
+        raise ValueError(f"Unknown loss {config.loss!r}. Valid losses: {', '.join(LOSSES)}.")
+    if config.model not in models_lib.list_models():
+        raise ValueError(
+            f"Unknown model {config.model!r}. Valid models: "
+            f"{', '.join(models_lib.list_models())}."
+        )
+    if config.dataset not in data_lib.list_datasets():
+        raise ValueError(
+            f"Unknown dataset {config.dataset!r}. Valid datasets: "
+            f"{', '.join(data_lib.list_datasets())}."
+        )
+    if config.precision not in PRECISIONS:
+        raise ValueError(
+            f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}."
+        )
+    make_loss(config.loss, config.alpha, config.beta, config.label_smoothing)
+    config.resolved_recipe()
+
+
+def train(config, callbacks=()):
+    """Trains `config.model` on `config.dataset` into `config.run_dir`.
+
+    Args:
+        config: A `TrainConfig`.
+        callbacks: Extra Keras callbacks.
+
+    Returns:
+        The final metrics (also written to `metrics.json`): test accuracy and
+        loss of the best-on-validation weights, best epoch, time per epoch and
+        images per second.
+
+    Example:
+
+    ```python
+    from keras_crl.train import TrainConfig, train
+    metrics = train(TrainConfig(model="small_cnn", dataset="digits", epochs=5))
+    ```
+    """
+    check_config(config)
+    recipe = config.resolved_recipe()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    make_deterministic(config.seed)
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        return _train(config, recipe, run_dir, list(callbacks))
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def _train(config, recipe, run_dir, callbacks):
+    ds = data_lib.load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        validation_split=config.validation_split,
+        seed=config.seed,
+        **config.dataset_options,
+    )
+    x_train, y_train = ds.x_train, ds.y_train
+    if config.limit:
+        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+
+    state_path = run_dir / "state.npz"
+    initial_epoch = 0
+    resuming = config.resume and state_path.exists()
+    if resuming:
+        initial_epoch = int(np.load(state_path, allow_pickle=False)["epoch"])
+
+    pipeline = dict(mean=ds.mean, std=ds.std, data_format=config.data_format)
+    augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
+    train_data = data_lib.BatchPipeline(
+        x_train, y_train, recipe.batch_size, augment=recipe.augment, shuffle=True,
+        seed=config.seed, initial_epoch=initial_epoch, **augmentation, **pipeline,
+    )
+    val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
+    test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
+
+    input_shape = ds.input_shape
+    if config.data_format == "channels_first":
+        input_shape = (input_shape[2], input_shape[0], input_shape[1])
+    model = models_lib.get_model(
+        config.model, num_classes=ds.num_classes, input_shape=input_shape,
+        data_format=config.data_format,
+    )
+    if config.init_weights:
+        model.load_weights(config.init_weights)
+    else:
+        numpy_initialise(model, config.seed)
+    model.compile(
+        optimizer=recipe.optimizer(len(train_data)),
+        loss=make_loss(config.loss, config.alpha, config.beta, config.label_smoothing),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit,
+    )
+    if resuming:
+        load_state(model, state_path)
+
+    _write_json(run_dir / "config.json", describe(config, recipe, ds))
+    timer = EpochTimer(len(y_train))
+    callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
+        StopOnNaN(),
+        BestWeights(run_dir / "best.weights.h5", resume=resuming),
+        StateCheckpoint(state_path),
+        timer,
+        *callbacks,
+    ]
+    if initial_epoch < recipe.epochs:
+        model.fit(
+            train_data,
+            validation_data=val_data if len(ds.y_val) else None,
+            epochs=recipe.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
+    model.save_weights(run_dir / "last.weights.h5")
+
+    best_path = run_dir / "best.weights.h5"
+    if best_path.exists():
+        model.load_weights(best_path)
+    test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
+    log = read_log(run_dir / "log.csv")
+    best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
+    metrics = {
+        "backend": keras.backend.backend(),
+        "model": config.model,
+        "dataset": config.dataset,
+        "loss": config.loss,
+        "alpha": config.alpha,
+        "beta": config.beta,
+        "seed": config.seed,
+        "epochs": recipe.epochs,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "best_epoch": best_epoch,
+        "best_val_accuracy": float(log["val_accuracy"][best_epoch]) if best_epoch is not None else None,
+        "final_train_loss": float(log["loss"][-1]) if "loss" in log else None,
+        "seconds_per_epoch": timer.median_seconds(),
+        "images_per_second": timer.images_per_second(),
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    plot_curves(log, run_dir)
+    return metrics
+
+
+def describe(config, recipe, ds):
+    """The resolved configuration written to `config.json`."""
+    return {
+        "config": dataclasses.asdict(config),
+        "recipe": dataclasses.asdict(recipe),
+        "milestones_used": list(recipe.scaled_milestones()),
+        "dataset": {
+            "num_classes": ds.num_classes,
+            "input_shape": list(ds.input_shape),
+            "train": len(ds.y_train) if not config.limit else min(config.limit, len(ds.y_train)),
+            "val": len(ds.y_val),
+            "test": len(ds.y_test),
+            "mean": list(ds.mean),
+            "std": list(ds.std),
+        },
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+    }
+
+
+# --------------------------------------------------------------------------
+# Checkpoints: atomic, backend-neutral (plain NumPy arrays, no pickle).
+
+
+def save_state(model, epoch, path):
+    """Writes weights, optimizer variables and `epoch` to `path` atomically."""
+    arrays = {"epoch": np.asarray(epoch)}
+    for i, v in enumerate(model.weights):
+        arrays[f"w{i}"] = keras.ops.convert_to_numpy(v)
+    for i, v in enumerate(model.optimizer.variables):
+        arrays[f"o{i}"] = keras.ops.convert_to_numpy(v)
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    # A kill before this line leaves the previous state intact.
+    os.replace(tmp, path)
+
+
+def load_state(model, path):
+    """Restores what `save_state` wrote; returns the epoch."""
+    with np.load(path, allow_pickle=False) as state:
+        weights = model.weights
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        opt_vars = model.optimizer.variables
+        n_w = sum(k.startswith("w") for k in state.files)
+        n_o = sum(k.startswith("o") for k in state.files)
+        if (n_w, n_o) != (len(weights), len(opt_vars)):
+            raise ValueError(
+                f"{path} holds {n_w} weights and {n_o} optimizer variables; the "
+                f"model has {len(weights)} and {len(opt_vars)}. Was it written by "
+                "another model or optimizer?"
+            )
+        for i, v in enumerate(weights):
+            v.assign(state[f"w{i}"])
+        for i, v in enumerate(opt_vars):
+            v.assign(state[f"o{i}"])
+        return int(state["epoch"])
+
+
+def _write_json(path, obj):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class StateCheckpoint(keras.callbacks.Callback):
+    """Saves the full training state after every epoch, atomically."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not (logs and math.isnan(logs.get("loss", 0.0))):
+            save_state(self.model, epoch + 1, self.path)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the best validation accuracy (ties: earliest)."""
+
+    def __init__(self, path, resume=False):
+        super().__init__()
+        self.path = Path(path)
+        self.best = -1.0
+        if resume and self.path.with_suffix(".json").exists():
+            self.best = json.loads(self.path.with_suffix(".json").read_text())["val_accuracy"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is None or not accuracy > self.best:
+            return
+        self.best = float(accuracy)
+        tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
+        self.model.save_weights(tmp)
+        os.replace(tmp, self.path)
+        _write_json(self.path.with_suffix(".json"), {"epoch": epoch, "val_accuracy": self.best})
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss, naming the epoch and step.
+
+    The state checkpoint of the last finished epoch is kept untouched.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise FloatingPointError(
+                f"The loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}. "
+                "The last good checkpoint (end of the previous epoch) is kept; lower "
+                "the learning rate or check the data."
+            )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch, for time per epoch and images per second."""
+
+    def __init__(self, num_images):
+        super().__init__()
+        self.num_images = num_images
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+    def median_seconds(self):
+        # The first epoch carries compilation; leave it out when we can.
+        times = self.seconds[1:] or self.seconds
+        return float(np.median(times)) if times else None
+
+    def images_per_second(self):
+        median = self.median_seconds()
+        return self.num_images / median if median else None
+
+
+# --------------------------------------------------------------------------
+# Logs and plots.
+
+
+def read_log(path):
+    """`log.csv` as a dict of column -> NumPy array."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    if len(lines) < 2:
+        return {}
+    header = lines[0].split(",")
+    rows = [l.split(",") for l in lines[1:] if not l.startswith("epoch")]
+    return {
+        name: np.array([float(r[i]) for r in rows]) for i, name in enumerate(header)
+    }
+
+
+def plot_curves(log, run_dir, runs=None):
+    """Writes `loss.png` and `accuracy.png`: train and validation curves.
+
+    Args:
+        log: `read_log` output of one run, or None when `runs` is given.
+        run_dir: Output folder.
+        runs: Optional mapping label -> log to overlay several runs.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    runs = runs or {"": log}
+    for metric in ("loss", "accuracy"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        drawn = False
+        for label, curves in runs.items():
+            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+                if key in curves:
+                    name = f"{label} {key}".strip()
+                    ax.plot(curves["epoch"] + 1, curves[key], style, label=name)
+                    drawn = True
+        if drawn:
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+            ax.legend()
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(Path(run_dir) / f"{metric}.png", dpi=100)
+        plt.close(fig)
