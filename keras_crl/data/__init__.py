@@ -8,11 +8,12 @@ reach the model on the TensorFlow, PyTorch and JAX backends.
 Example:
 
 ```python
-from keras_crl.data import BatchPipeline, load_dataset
+from keras_crl.data import BatchPipeline, EpochSync, load_dataset
 
 ds = load_dataset("digits", validation_split=0.1, seed=0)
 train = BatchPipeline(ds.x_train, ds.y_train, 64, mean=ds.mean,
                       std=ds.std, shuffle=True, seed=0)
+model.fit(train, epochs=5, shuffle=False, callbacks=[EpochSync(train)])
 ```
 """
 
@@ -372,12 +373,15 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
 
 
 from keras_crl.data.augment import random_crop_flip  # noqa: E402
-from keras_crl.data.pipeline import BatchPipeline, batch_digest  # noqa: E402
+from keras_crl.data.pipeline import BatchPipeline  # noqa: E402
+from keras_crl.data.pipeline import EpochSync  # noqa: E402
+from keras_crl.data.pipeline import batch_digest  # noqa: E402
 
 __all__ = [
     "BatchPipeline",
     "Dataset",
     "DatasetNotAvailable",
+    "EpochSync",
     "batch_digest",
     "channel_stats",
     "check_labels",

@@ -30,8 +30,17 @@ class BatchPipeline(keras.utils.PyDataset):
 
     Each batch is: gather images, augment (padded random crop and flip, on
     the raw pixels), scale `uint8` to `[0, 1]`, subtract `mean`, divide by
-    `std`, transpose to NCHW if asked. Keras calls `on_epoch_end()` after
-    every epoch, which advances `epoch`.
+    `std`, transpose to NCHW if asked.
+
+    Keras calls `on_epoch_end()` after every epoch, which advances `epoch`.
+    Keras (3.x, all backends) also calls it once at the start of every
+    `fit()`, before the first epoch, so without help the first trained epoch
+    uses `initial_epoch + 1`. That is still reproducible and resumable
+    (build the pipeline with the `initial_epoch` given to `fit`), but pass
+    `callbacks=[EpochSync(pipeline)]` to make `epoch` equal Keras' epoch
+    number exactly. Also pass `shuffle=False` to `fit`: the pipeline
+    shuffles itself, while Keras' own shuffle reorders batches with Python's
+    global `random` and so breaks reproducibility.
 
     Args:
         x: Images, NHWC, `uint8` in `[0, 255]` or float in `[0, 1]`.
@@ -56,7 +65,7 @@ class BatchPipeline(keras.utils.PyDataset):
     ```python
     train = BatchPipeline(ds.x_train, ds.y_train, 128, mean=ds.mean,
                           std=ds.std, augment=True, shuffle=True, seed=0)
-    model.fit(train, epochs=10)
+    model.fit(train, epochs=10, shuffle=False, callbacks=[EpochSync(train)])
     ```
     """
 
@@ -239,6 +248,37 @@ class BatchPipeline(keras.utils.PyDataset):
     def on_epoch_end(self):
         """Advances `epoch`; Keras calls this after every epoch."""
         self.epoch = self._epoch + 1
+
+
+class EpochSync(keras.callbacks.Callback):
+    """Keeps a `BatchPipeline`'s `epoch` equal to the epoch Keras trains.
+
+    Keras calls `on_epoch_end()` of a data set one extra time at the start of
+    each `fit()`; this callback sets `pipeline.epoch` from the epoch number
+    Keras passes to callbacks, before any batch of that epoch is requested.
+    Epoch `e` of `fit(..., initial_epoch=k)` then always trains on the
+    pipeline's epoch-`e` data, also when training is resumed or `fit` is
+    called repeatedly.
+
+    Args:
+        pipeline: The training `BatchPipeline`.
+        offset: Added to Keras' epoch number (rarely needed).
+
+    Example:
+
+    ```python
+    model.fit(train, epochs=30, initial_epoch=10, shuffle=False,
+              callbacks=[EpochSync(train)])
+    ```
+    """
+
+    def __init__(self, pipeline, offset=0):
+        super().__init__()
+        self.pipeline = pipeline
+        self.offset = int(offset)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.pipeline.epoch = epoch + self.offset
 
 
 def batch_digest(x_batch, y_batch):
