@@ -235,6 +235,7 @@ def _train(config, recipe, run_dir, callbacks):
     _write_json(run_dir / "config.json", describe(config, recipe, ds))
     timer = EpochTimer(len(y_train))
     callbacks = [
+        data_lib.EpochSync(train_data),
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
         StopOnNaN(),
         BestWeights(run_dir / "best.weights.h5", resume=resuming),
@@ -248,6 +249,9 @@ def _train(config, recipe, run_dir, callbacks):
             validation_data=val_data if len(ds.y_val) else None,
             epochs=recipe.epochs,
             initial_epoch=initial_epoch,
+            # The pipeline shuffles, seeded by epoch; Keras' own batch
+            # shuffle would draw from Python's global random state.
+            shuffle=False,
             callbacks=callbacks,
             verbose=config.verbose,
         )

@@ -1,0 +1,152 @@
+"""The training loop, run folder, checkpoints and seeded initialisation."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_crl.reproducible import numpy_initialise
+from keras_crl.train import StopOnNaN
+from keras_crl.train import TrainConfig
+from keras_crl.train import check_config
+from keras_crl.train import load_state
+from keras_crl.train import make_loss
+from keras_crl.train import read_log
+from keras_crl.train import save_state
+from keras_crl.train import train
+
+
+def quick_config(tmp_path, **overrides):
+    settings = dict(
+        model="small_cnn", dataset="digits", epochs=2, batch_size=64, limit=256,
+        learning_rate=0.05, run_dir=str(tmp_path / "run"), verbose=0,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def weights_of(path, model_name="small_cnn"):
+    from keras_crl.models import get_model
+
+    model = get_model(model_name, num_classes=10, input_shape=(8, 8, 1))
+    model.load_weights(path)
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_run_folder(tmp_path):
+    metrics = train(quick_config(tmp_path))
+    run = tmp_path / "run"
+    for name in ("config.json", "log.csv", "best.weights.h5", "last.weights.h5",
+                 "metrics.json", "state.npz", "loss.png", "accuracy.png"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"]["momentum"] == 0.9 and config["recipe"]["weight_decay"] == 5e-4
+    assert config["recipe"]["epochs"] == 2 and config["milestones_used"] == [1, 2]
+    assert config["backend"] == keras.backend.backend()
+    log = read_log(run / "log.csv")
+    assert list(log["epoch"]) == [0, 1] and np.isfinite(log["loss"]).all()
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["best_epoch"] in (0, 1)
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = quick_config(tmp_path, epochs=3, run_dir=str(tmp_path / "full"))
+    train(full)
+    part = quick_config(tmp_path, epochs=1, run_dir=str(tmp_path / "part"))
+    train(part)
+    resumed = quick_config(tmp_path, epochs=3, run_dir=str(tmp_path / "part"), resume=True)
+    train(resumed)
+    for a, b in zip(weights_of(tmp_path / "full/last.weights.h5"),
+                    weights_of(tmp_path / "part/last.weights.h5")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert len(read_log(tmp_path / "part/log.csv")["epoch"]) == 3
+
+
+def test_state_round_trip_and_mismatch(tmp_path):
+    from keras_crl.models import get_model
+    from keras_crl.recipes import TorchSGD
+
+    model = get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
+    model.compile(optimizer=TorchSGD(0.1, momentum=0.9), loss=make_loss("crl"))
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype("float32")
+    model.train_on_batch(x, np.arange(8) % 10)
+    save_state(model, 5, tmp_path / "s.npz")
+    assert not (tmp_path / "s.npz.tmp").exists()
+    other = get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
+    other.compile(optimizer=TorchSGD(0.1, momentum=0.9), loss=make_loss("crl"))
+    assert load_state(other, tmp_path / "s.npz") == 5
+    for a, b in zip(model.weights + model.optimizer.variables,
+                    other.weights + other.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    bigger = get_model("small_cnn", num_classes=7, input_shape=(8, 8, 1))
+    bigger.compile(optimizer="adam", loss=make_loss("crl"))
+    with pytest.raises(ValueError, match="another model or optimizer"):
+        load_state(bigger, tmp_path / "s.npz")
+
+
+def test_numpy_initialise_is_seeded_and_keeps_scale():
+    from keras_crl.models import get_model
+
+    def initial(seed):
+        model = get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
+        numpy_initialise(model, seed)
+        return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
+
+    a, b, c = initial(0), initial(0), initial(1)
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path])
+    kernels = [p for p in a if p.endswith("kernel")]
+    assert kernels and all(not np.array_equal(a[p], c[p]) for p in kernels)
+    for path in a:
+        if "gamma" in path or "moving_variance" in path:
+            assert np.all(a[path] == 1)
+        if "beta" in path or "bias" in path or "moving_mean" in path:
+            assert np.all(a[path] == 0)
+
+
+def test_numpy_initialise_matches_keras_distribution():
+    layer = keras.layers.Dense(400, kernel_initializer="he_normal")
+    model = keras.Sequential([keras.Input((300,)), layer])
+    numpy_initialise(model, 0)
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    np.testing.assert_allclose(kernel.std(), math.sqrt(2 / 300), rtol=0.02)
+    assert np.abs(kernel).max() <= 2 * math.sqrt(2 / 300) / 0.8796256610342398 + 1e-6
+    glorot = keras.layers.Dense(200)
+    model = keras.Sequential([keras.Input((100,)), glorot])
+    numpy_initialise(model, 0)
+    limit = math.sqrt(6 / 300)
+    kernel = keras.ops.convert_to_numpy(glorot.kernel)
+    assert kernel.max() <= limit and kernel.min() >= -limit and kernel.max() > 0.95 * limit
+
+
+def test_numpy_initialise_refuses_what_it_cannot_reproduce():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="orthogonal")])
+    with pytest.raises(ValueError, match="Orthogonal.*weights.h5"):
+        numpy_initialise(model, 0)
+
+
+def test_stop_on_nan_names_the_step():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss=make_loss("crl"))
+    x = np.array([[1.0, 2.0]] * 4 + [[np.nan, 1.0]] * 4, "float32")
+    with pytest.raises(FloatingPointError, match="epoch 1, step 2"):
+        model.fit(x, np.zeros(8, "int32"), batch_size=4, epochs=1, shuffle=False,
+                  callbacks=[StopOnNaN()], verbose=0)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("model", "resnet9000", "Valid models:.*resnet18"),
+        ("dataset", "mnist", "Valid datasets:.*digits"),
+        ("loss", "focal", "Valid losses: crl, nllr, ce"),
+        ("precision", "float8", "Valid: float32"),
+        ("recipe", "adam", "Valid recipes"),
+        ("beta", -1.0, "beta=-1"),
+    ],
+)
+def test_bad_config_fails_before_training(tmp_path, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        check_config(quick_config(tmp_path, **{field: value}))
