@@ -1,0 +1,176 @@
+"""Computes everything the consistency suite compares, on one backend.
+
+Run by `test_consistency.py` as
+`KERAS_BACKEND=<b> python -m tests.cross_backend.worker STAGE OUT_DIR`, once
+per backend and stage; it writes `OUT_DIR/<stage>-<backend>.npz`, which the
+parent test compares across backends.
+
+Stage "train": loss values and gradients, zoo forward passes, pipeline
+digests, and short trainings (which also leave their final weights as
+`.weights.h5`). Stage "evaluate": the accuracy of every backend's trained
+weights on this backend.
+"""
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_crl import competing_ratio_loss
+from keras_crl import negative_log_likelihood_ratio_loss
+from keras_crl import data as data_lib
+from keras_crl import models as models_lib
+from keras_crl.reproducible import make_deterministic
+from keras_crl.reproducible import numpy_initialise
+from keras_crl.train import make_loss
+from tests.backend_utils import BACKEND
+from tests.backend_utils import HAS_XLA
+from tests.backend_utils import value_and_grad
+
+# Confident, wrong, uniform, moderate and hopeless samples.
+LOGITS = np.array(
+    [
+        [12.0, 1.0, 0.0, -1.0, 0.5],
+        [0.5, 0.5, 3.0, 0.0, 1.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+        [2.0, -3.0, 1.0, 0.5, 0.1],
+        [-9.0, 9.0, 0.0, 1.0, 2.0],
+        [30.0, -30.0, 0.0, 0.0, 0.0],
+    ],
+    "float32",
+)
+LABELS = np.array([0, 1, 2, 3, 0, 0])
+SOFT = np.random.default_rng(0).dirichlet(np.ones(5), size=len(LABELS)).astype("float32")
+
+LOSS_CASES = {
+    "crl": lambda y, z: competing_ratio_loss(y, z, from_logits=True),
+    "crl_a1_b1": lambda y, z: competing_ratio_loss(y, z, alpha=1.0, beta=1.0, from_logits=True),
+    "crl_beta075_smooth": lambda y, z: competing_ratio_loss(
+        y, z, beta=0.75, label_smoothing=0.1, from_logits=True
+    ),
+    "nllr": lambda y, z: negative_log_likelihood_ratio_loss(y, z, from_logits=True),
+    "ce": lambda y, z: competing_ratio_loss(y, z, beta=0.0, from_logits=True),
+}
+# Probabilities near 1 are ill-conditioned inputs (1 - p loses digits), so
+# every backend gets the same float32 probabilities rather than its softmax.
+PROBS = (lambda e: e / e.sum(-1, keepdims=True))(
+    np.exp(LOGITS.astype("float64") - LOGITS.max(-1, keepdims=True))
+).astype("float32")
+
+TRAINING_STEPS = 20  # two epochs of ten batches
+
+
+def loss_values(out):
+    for name, fn in LOSS_CASES.items():
+        for kind, targets in (("int", LABELS), ("soft", SOFT)):
+            value, grad = value_and_grad(lambda z: fn(targets, z), LOGITS)
+            out[f"loss/{name}/{kind}/value"] = value
+            out[f"loss/{name}/{kind}/grad"] = grad
+    value, grad = value_and_grad(lambda p: competing_ratio_loss(LABELS, p), PROBS)
+    out["loss/crl_probs/int/value"] = value
+    out["loss/crl_probs/int/grad"] = grad
+
+
+def perturb(model, seed):
+    """Seeded NumPy noise on every weight, BN statistics included.
+
+    Freshly initialised BN layers are the identity at inference; noise makes
+    the forward comparison exercise them.
+    """
+    for i, w in enumerate(model.weights):
+        rng = np.random.default_rng([seed, i])
+        value = keras.ops.convert_to_numpy(w)
+        if "moving_variance" in w.path:
+            value = value * rng.uniform(0.8, 1.25, value.shape)
+        else:
+            value = value + 0.05 * rng.normal(size=value.shape)
+        w.assign(value.astype("float32"))
+
+
+def zoo_forward(out):
+    images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    for name in models_lib.MODELS:
+        model = models_lib.get_model(name, num_classes=10, input_shape=(32, 32, 3))
+        numpy_initialise(model, 0)
+        perturb(model, 0)
+        out[f"zoo/{name}"] = keras.ops.convert_to_numpy(model(images, training=False))
+        del model
+        keras.backend.clear_session()
+
+
+def pipeline_digests(out, ds):
+    pipeline = data_lib.BatchPipeline(
+        ds.x_train, ds.y_train, 64, mean=ds.mean, std=ds.std, augment=True, pad=1,
+        flip=False, shuffle=True, seed=0,
+    )
+    digests = []
+    for epoch in range(2):
+        pipeline.epoch = epoch
+        digests += [data_lib.batch_digest(*pipeline[i]) for i in range(len(pipeline))]
+    out["data/digests"] = np.array(digests)
+
+
+def short_training(out, ds, out_dir, jit, recipe):
+    """20 SGD steps of the small CNN (batch norm) on digits with CRL."""
+    from keras_crl.recipes import TorchSGD
+    from keras_crl.recipes import get_recipe
+
+    make_deterministic(0)
+    x, y = ds.x_train[:640], ds.y_train[:640]
+    pipeline = data_lib.BatchPipeline(
+        x, y, 64, mean=ds.mean, std=ds.std, augment=True, pad=1, flip=False,
+        shuffle=True, seed=0,
+    )
+    model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
+    numpy_initialise(model, 0)
+    # At lr 0.05 this net's trajectory is chaotic: float32 rounding (1e-8
+    # per step) grows to 1e-3 in 20 steps on any pair of backends. At 0.02
+    # all three stay within 3e-7.
+    if recipe == "paper":
+        optimizer = get_recipe("paper", epochs=2, learning_rate=0.02).optimizer(len(pipeline))
+    else:
+        optimizer = TorchSGD(0.02, momentum=0.9)
+    model.compile(optimizer=optimizer, loss=make_loss("crl"), jit_compile=jit)
+    losses = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"]))
+    )
+    model.fit(pipeline, epochs=2, shuffle=False, verbose=0,
+              callbacks=[data_lib.EpochSync(pipeline), record])
+    assert len(losses) == TRAINING_STEPS, len(losses)
+    tag = f"train/{recipe}/jit={jit}"
+    out[f"{tag}/losses"] = np.array(losses)
+    for i, w in enumerate(model.weights):
+        out[f"{tag}/w{i}"] = keras.ops.convert_to_numpy(w)
+    model.save_weights(Path(out_dir) / f"trained-{recipe}-jit={jit}-{BACKEND}.weights.h5")
+
+
+def evaluate_weights(out, ds, out_dir):
+    model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
+    model.compile(loss=make_loss("crl"), metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+    test = data_lib.BatchPipeline(ds.x_test, ds.y_test, 128, mean=ds.mean, std=ds.std)
+    for path in sorted(Path(out_dir).glob("trained-*.weights.h5")):
+        model.load_weights(path)
+        loss, accuracy = model.evaluate(test, verbose=0)
+        out[f"eval/{path.name}"] = np.array([loss, accuracy])
+
+
+def main(stage, out_dir):
+    ds = data_lib.load_dataset("digits", seed=0)
+    out = {}
+    if stage == "train":
+        loss_values(out)
+        pipeline_digests(out, ds)
+        for recipe in ("sgd", "paper"):
+            short_training(out, ds, out_dir, jit=False, recipe=recipe)
+        if HAS_XLA:
+            short_training(out, ds, out_dir, jit=True, recipe="sgd")
+        zoo_forward(out)
+    else:
+        evaluate_weights(out, ds, out_dir)
+    np.savez(Path(out_dir) / f"{stage}-{BACKEND}.npz", **out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
