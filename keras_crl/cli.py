@@ -92,6 +92,11 @@ def _config_from_args(args, run_dir):
     )
 
 
+# compare-backends: digits, two minutes for all three backends. lr 0.02, not
+# 0.05: at 0.05 this small net's trajectory is chaotic and float32 rounding
+# alone separates the backends (see tests/cross_backend).
+COMPARE_DEFAULTS = ("--epochs", "10", "--batch-size", "64", "--lr", "0.02")
+
 # The main job's settings: small enough for about a minute on 2 CPU cores.
 DEMO = {"model": "small_cnn", "dataset": "digits", "epochs": 12, "batch_size": 64,
         "learning_rate": 0.05}
@@ -115,6 +120,17 @@ def build_parser():
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its last finished epoch")
     train.add_argument("--list", action="store_true", help="list models and datasets, then exit")
+
+    compare = sub.add_parser(
+        "compare-backends",
+        help="the same training on tensorflow, torch and jax, one process each, compared",
+        description="Runs `keras-crl train` once per backend from the same seeded initial "
+        "weights on the same batches and compares the runs. Any `train` option may follow; "
+        f"defaults: {' '.join(COMPARE_DEFAULTS)}.",
+    )
+    compare.add_argument("--out-dir", default="runs/compare-backends")
+    compare.add_argument("--backends", default=",".join(BACKENDS),
+                         help="comma-separated; the first is the reference")
     return parser
 
 
@@ -122,6 +138,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["demo", *argv]
+    if argv[0] == "compare-backends":
+        return run_compare(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command is None:
         args = build_parser().parse_args(["demo"])
@@ -181,6 +199,22 @@ def run_demo(args):
     print()
     print(_table(results))
     print(f"\nRun folders (config, log.csv, weights, metrics, plots): {args.run_dir}/{{ce,crl}}")
+    return 0
+
+
+def run_compare(argv):
+    from keras_crl.compare import compare_backends
+    from keras_crl.compare import format_table
+
+    args, train_args = build_parser().parse_known_args(["compare-backends", *argv])
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise SystemExit(f"Unknown backends {unknown}. Valid backends: {', '.join(BACKENDS)}.")
+    rows = compare_backends([*COMPARE_DEFAULTS, *train_args], args.out_dir, backends)
+    print()
+    print(format_table(rows))
+    print(f"\nRuns, comparison.md and loss/accuracy overlays: {args.out_dir}")
     return 0
 
 
