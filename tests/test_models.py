@@ -1,0 +1,193 @@
+"""Tests of the model zoo: registry, parameter counts, one step per model.
+
+Trainable parameter counts are pinned to PyTorch references of the same
+architectures (kuangliu/pytorch-cifar layout; WRN-28-10 from the paper), so
+a silent change of the architecture fails here. The big networks are only
+run forward on one image: a jitted train step of e.g. ResNet-152 or
+DenseNet-121 costs far more than the rest of this file on 2 CPU cores.
+
+Most of the time on JAX is XLA compiling one random initializer per distinct
+weight shape while a model is built, then compiling the train or predict
+function; the counts below are what keeps this file near a minute there.
+"""
+
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+
+from keras_crl.models import application_model
+from keras_crl.models import get_model
+from keras_crl.models import keras_cv_backbone_model
+from keras_crl.models import list_models
+from keras_crl.models.wide_resnet import build_wide_resnet
+
+# Trainable parameters for 10 classes and 3 input channels.
+PARAM_COUNTS = {
+    "resnet18": 11_173_962,
+    "resnet34": 21_282_122,
+    "resnet50": 23_520_842,
+    "resnet101": 42_512_970,
+    "resnet152": 58_156_618,
+    "preact_resnet18": 11_171_146,
+    "vgg11": 9_231_114,
+    "vgg13": 9_416_010,
+    "vgg16": 14_728_266,
+    "vgg19": 20_040_522,
+    "densenet121": 6_956_298,
+    "mobilenet_v2": 2_296_922,
+    "wide_resnet28_10": 36_479_194,
+    "small_cnn": 20_138,
+}
+
+# Models that get a real `train_on_batch` (2 images). The others get a
+# forward pass: measured on JAX with 2 cores, compiling one more train step
+# costs about 4-6 s per ResNet-18-sized network and far more for the deep
+# ones, while the step itself adds nothing the forward pass and these three
+# do not already cover (same layers, same losses).
+TRAIN_STEP_MODELS = {"small_cnn", "resnet18", "vgg11"}
+
+
+def count_trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def images(n, shape, seed=0):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def train_one_step(model, x, y):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    loss = float(np.asarray(model.train_on_batch(x, y)))
+    assert np.isfinite(loss)
+    return loss
+
+
+def test_list_models_is_sorted_and_complete():
+    names = list_models()
+    assert names == sorted(names)
+    assert set(PARAM_COUNTS) <= set(names)
+    for app in ("keras_app_resnet50", "keras_app_mobilenet_v2",
+                "keras_app_densenet121", "keras_app_efficientnet_b0"):
+        assert app in names
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as info:
+        get_model("resnet9000")
+    message = str(info.value)
+    assert "resnet9000" in message
+    for name in ("resnet18", "small_cnn", "keras_app_resnet50"):
+        assert name in message
+
+
+def test_invalid_data_format_raises():
+    with pytest.raises(ValueError, match="data_format"):
+        get_model("small_cnn", data_format="channels_middle")
+
+
+@pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
+def test_zoo_param_count_and_step(name):
+    model = get_model(name, num_classes=10, input_shape=(32, 32, 3),
+                      data_format="channels_last")
+    assert model.name == name
+    assert count_trainable(model) == PARAM_COUNTS[name]
+    if name in TRAIN_STEP_MODELS:
+        train_one_step(model, images(2, (32, 32, 3)), np.array([0, 1]))
+    else:
+        # predict_on_batch compiles the whole graph once, which on JAX is
+        # much cheaper than eagerly compiling every op of a deep network.
+        logits = np.asarray(model.predict_on_batch(images(1, (32, 32, 3))))
+        assert logits.shape == (1, 10)
+        assert np.all(np.isfinite(logits))
+
+
+def test_num_classes_is_honoured():
+    model = get_model("small_cnn", num_classes=7, input_shape=(16, 16, 3))
+    assert model.output_shape == (None, 7)
+    assert tuple(model(images(2, (16, 16, 3))).shape) == (2, 7)
+    # Only the last layer depends on the number of classes: 512 * 90 + 90.
+    model = get_model("resnet18", num_classes=100)
+    assert count_trainable(model) == PARAM_COUNTS["resnet18"] + 512 * 90 + 90
+
+
+def test_small_cnn_on_digits_sized_images():
+    model = get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1),
+                      data_format="channels_last")
+    assert count_trainable(model) < 100_000
+    x = images(2, (8, 8, 1))
+    first = train_one_step(model, x, np.array([3, 7]))
+    # A few more steps on the same batch must lower the loss: gradients
+    # reach the weights.
+    for _ in range(5):
+        last = float(np.asarray(model.train_on_batch(x, np.array([3, 7]))))
+    assert last < first
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_channels_first(name):
+    model = get_model(name, num_classes=10, input_shape=(3, 16, 16),
+                      data_format="channels_first")
+    bn_axes = {tuple(np.atleast_1d(layer.axis)) for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert bn_axes == {(1,)}
+    logits = model(images(2, (3, 16, 16)), training=False)
+    assert tuple(logits.shape) == (2, 10)
+    assert count_trainable(model) == PARAM_COUNTS[name]
+
+
+def test_small_cnn_channels_first_trains():
+    model = get_model("small_cnn", num_classes=10, input_shape=(1, 8, 8),
+                      data_format="channels_first")
+    train_one_step(model, images(2, (1, 8, 8)), np.array([0, 1]))
+
+
+def test_wide_resnet_dropout_and_depth_check():
+    # A tiny WRN-10-1 exercises the same block code as WRN-28-10.
+    model = build_wide_resnet(depth=10, width=1, num_classes=3,
+                              input_shape=(8, 8, 3), dropout=0.3)
+    dropouts = [layer for layer in model.layers
+                if isinstance(layer, keras.layers.Dropout)]
+    assert len(dropouts) == 3 and dropouts[0].rate == 0.3
+    assert model.output_shape == (None, 3)
+    # Dropout is off by default.
+    default = build_wide_resnet(depth=10, width=1, input_shape=(8, 8, 3))
+    assert not any(isinstance(layer, keras.layers.Dropout)
+                   for layer in default.layers)
+    with pytest.raises(ValueError, match="6n"):
+        build_wide_resnet(depth=27)
+
+
+def test_application_model_builds_without_weights():
+    model = application_model("mobilenet_v2", num_classes=5,
+                              input_shape=(32, 32, 3), weights=None,
+                              freeze_backbone=True, dropout=0.2)
+    assert model.output_shape == (None, 5)
+    # Frozen backbone: only the head's kernel and bias are trainable.
+    assert count_trainable(model) == 1280 * 5 + 5
+    logits = np.asarray(model.predict_on_batch(images(1, (32, 32, 3))))
+    assert logits.shape == (1, 5)
+
+
+def test_application_registry_errors():
+    with pytest.raises(ValueError, match="Valid names"):
+        application_model("alexnet", num_classes=10)
+    other = ("channels_first" if keras.config.image_data_format()
+             == "channels_last" else "channels_last")
+    with pytest.raises(ValueError, match="set_image_data_format"):
+        get_model("keras_app_resnet50", data_format=other)
+
+
+def test_keras_cv_backbone_model_needs_keras_cv():
+    if importlib.util.find_spec("keras_cv") is not None:
+        pytest.skip("keras_cv is installed; the missing-package error "
+                    "cannot be observed")
+    with pytest.raises(ImportError) as info:
+        keras_cv_backbone_model(10, input_shape=(32, 32, 3))
+    message = str(info.value)
+    assert "pip install keras-crl[keras-cv]" in message
+    assert "TensorFlow" in message
