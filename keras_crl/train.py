@@ -58,6 +58,8 @@ class TrainConfig:
             selection.
         data_dir: Where data sets are looked for / downloaded.
         dataset_options: Extra arguments of the data set loader.
+        model_options: Extra arguments of the model builder (e.g.
+            `weights="imagenet"`, `freeze_backbone=True` for `keras_app_*`).
         limit: Use only the first `limit` training images (quick runs).
         init_weights: A `.weights.h5` file to start from instead of the
             seeded NumPy initialisation.
@@ -89,6 +91,7 @@ class TrainConfig:
     validation_split: float = 0.1
     data_dir: str | None = None
     dataset_options: dict = dataclasses.field(default_factory=dict)
+    model_options: dict = dataclasses.field(default_factory=dict)
     limit: int | None = None
     init_weights: str | None = None
     run_dir: str = "runs/latest"
@@ -217,11 +220,12 @@ def _train(config, recipe, run_dir, callbacks):
         input_shape = (input_shape[2], input_shape[0], input_shape[1])
     model = models_lib.get_model(
         config.model, num_classes=ds.num_classes, input_shape=input_shape,
-        data_format=config.data_format,
+        data_format=config.data_format, **config.model_options,
     )
     if config.init_weights:
         model.load_weights(config.init_weights)
-    else:
+    elif not config.model_options.get("weights"):
+        # Pretrained weights stay; everything else starts the same everywhere.
         numpy_initialise(model, config.seed)
     model.compile(
         optimizer=recipe.optimizer(len(train_data)),
