@@ -236,6 +236,8 @@ def _train(config, recipe, run_dir, callbacks):
     if resuming:
         load_state(model, state_path)
 
+    if resuming:
+        _truncate_log(run_dir / "log.csv", initial_epoch)
     _write_json(run_dir / "config.json", describe(config, recipe, ds))
     timer = EpochTimer(len(y_train))
     callbacks = [
@@ -349,6 +351,16 @@ def load_state(model, path):
         for i, v in enumerate(opt_vars):
             v.assign(state[f"o{i}"])
         return int(state["epoch"])
+
+
+def _truncate_log(path, epochs):
+    """Drops log rows of epochs after the checkpoint (a kill between the
+    CSV row and the checkpoint would otherwise log that epoch twice)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [l for l in lines[1:] if l.strip() and int(float(l.split(",")[0])) < epochs]
+    path.write_text("".join(kept))
 
 
 def _write_json(path, obj):

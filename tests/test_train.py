@@ -150,3 +150,14 @@ def test_stop_on_nan_names_the_step():
 def test_bad_config_fails_before_training(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):
         check_config(quick_config(tmp_path, **{field: value}))
+
+
+def test_mixed_precision_runs_train_with_float32_loss(tmp_path):
+    import json
+
+    for policy in ("mixed_bfloat16", "mixed_float16"):
+        metrics = train(quick_config(tmp_path, precision=policy, run_dir=str(tmp_path / policy)))
+        log = read_log(tmp_path / policy / "log.csv")
+        assert np.isfinite(log["loss"]).all() and np.isfinite(metrics["test_loss"]), policy
+        assert json.loads((tmp_path / policy / "config.json").read_text())["config"]["precision"] == policy
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
