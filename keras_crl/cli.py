@@ -48,6 +48,8 @@ def _add_training_arguments(parser, defaults):
         help="compile the train step (XLA on TensorFlow/JAX, torch.compile on torch)")
     add("--precision", default="float32",
         choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    add("--devices", type=int, default=1,
+        help="data-parallel devices (jax: DataParallel, tensorflow: MirroredStrategy)")
     add("--channels-first", action="store_true", help="train in channels_first layout")
     add("--verbose", type=int, default=1, choices=(0, 1, 2))
 
@@ -86,6 +88,7 @@ def _config_from_args(args, run_dir):
         run_dir=run_dir,
         jit={"auto": "auto", "on": True, "off": False}[args.jit],
         precision=args.precision,
+        devices=args.devices,
         data_format="channels_first" if args.channels_first else "channels_last",
         resume=getattr(args, "resume", False),
         verbose=args.verbose,

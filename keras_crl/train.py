@@ -10,6 +10,7 @@ interrupted run exactly where its last finished epoch left it, on any
 backend.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -67,6 +68,9 @@ class TrainConfig:
         jit: Compile the train step (`jit_compile`); `"auto"` lets Keras
             choose.
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
+        devices: Data-parallel replicas: `keras.distribution.DataParallel` on
+            JAX, `tf.distribute.MirroredStrategy` on TensorFlow. The batch size
+            is the global batch, split across the devices.
         data_format: `"channels_last"` or `"channels_first"`.
         resume: Continue from `run_dir/state.npz` if it exists.
         verbose: Keras' progress bar (1), one line per epoch (2), or none.
@@ -97,6 +101,7 @@ class TrainConfig:
     run_dir: str = "runs/latest"
     jit: bool | str = "auto"
     precision: str = "float32"
+    devices: int = 1
     data_format: str = "channels_last"
     resume: bool = False
     verbose: int = 1
@@ -149,6 +154,8 @@ def check_config(config):
             f"Unknown dataset {config.dataset!r}. Valid datasets: "
             f"{', '.join(data_lib.list_datasets())}."
         )
+    if not isinstance(config.devices, int) or config.devices < 1:
+        raise ValueError(f"`devices` must be a positive integer. Received: devices={config.devices!r}")
     if config.precision not in PRECISIONS:
         raise ValueError(
             f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}."
@@ -183,7 +190,8 @@ def train(config, callbacks=()):
     make_deterministic(config.seed)
     keras.config.set_dtype_policy(config.precision)
     try:
-        return _train(config, recipe, run_dir, list(callbacks))
+        with data_parallel(config.devices):
+            return _train(config, recipe, run_dir, list(callbacks))
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -289,6 +297,49 @@ def _train(config, recipe, run_dir, callbacks):
     _write_json(run_dir / "metrics.json", metrics)
     plot_curves(log, run_dir)
     return metrics
+
+
+@contextlib.contextmanager
+def data_parallel(devices):
+    """Data parallelism over `devices` local devices, with each backend's own engine.
+
+    JAX: `keras.distribution.DataParallel`. TensorFlow:
+    `tf.distribute.MirroredStrategy` (the model is built and compiled inside
+    its scope; Keras divides the loss by the replica count). PyTorch's
+    DistributedDataParallel needs one process per device and a launcher
+    (torchrun), which `fit` does not drive, so it is refused here.
+    """
+    if devices == 1:
+        yield
+        return
+    backend = keras.backend.backend()
+    if backend == "torch":
+        raise ValueError(
+            "devices > 1 on the torch backend needs DistributedDataParallel with one "
+            "process per device (torchrun); use the jax or tensorflow backend for "
+            "single-process data parallelism."
+        )
+    available = keras.distribution.list_devices()
+    if devices > len(available):
+        raise ValueError(
+            f"Asked for devices={devices}, but this process sees {len(available)}: "
+            f"{available}. (On CPU, JAX can split the host with "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N.)"
+        )
+    if backend == "jax":
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=available[:devices])
+        )
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(None)
+    else:
+        import tensorflow as tf
+
+        # Keras lists "cpu:0"; TensorFlow wants "/cpu:0".
+        with tf.distribute.MirroredStrategy([f"/{d}" for d in available[:devices]]).scope():
+            yield
 
 
 def describe(config, recipe, ds):
