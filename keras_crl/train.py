@@ -214,7 +214,10 @@ def _train(config, recipe, run_dir, callbacks):
     if resuming:
         initial_epoch = int(np.load(state_path, allow_pickle=False)["epoch"])
 
-    pipeline = dict(mean=ds.mean, std=ds.std, data_format=config.data_format)
+    # Split across devices, every batch must divide evenly: with devices > 1
+    # the last partial batch is dropped (metrics.json counts the test images).
+    pipeline = dict(mean=ds.mean, std=ds.std, data_format=config.data_format,
+                    drop_remainder=config.devices > 1)
     augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
     train_data = data_lib.BatchPipeline(
         x_train, y_train, recipe.batch_size, augment=recipe.augment, shuffle=True,
@@ -287,6 +290,7 @@ def _train(config, recipe, run_dir, callbacks):
         "seed": config.seed,
         "epochs": recipe.epochs,
         "test_accuracy": float(test_accuracy),
+        "test_images": len(test_data) * recipe.batch_size if config.devices > 1 else len(ds.y_test),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
         "best_val_accuracy": float(log["val_accuracy"][best_epoch]) if best_epoch is not None else None,
