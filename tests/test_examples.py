@@ -49,3 +49,8 @@ def test_finetune_image_folder(tmp_path):
                       "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert "fine-tuned" in out
     assert (tmp_path / "run" / "full" / "metrics.json").exists()
+
+
+def test_keras_cv_backbone(tmp_path):
+    out = run_example("keras_cv_backbone.py", "--epochs", "1", "--samples", "200", cwd=tmp_path)
+    assert 0.0 <= float(out.strip().splitlines()[-1].split(":")[1]) <= 1.0
