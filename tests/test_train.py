@@ -161,3 +161,22 @@ def test_mixed_precision_runs_train_with_float32_loss(tmp_path):
         assert np.isfinite(log["loss"]).all() and np.isfinite(metrics["test_loss"]), policy
         assert json.loads((tmp_path / policy / "config.json").read_text())["config"]["precision"] == policy
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+        # Runs after the state checkpoint of epoch 1 has been written.
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                w = self.model.trainable_weights[0]
+                w.assign(np.full(w.shape, np.nan, "float32"))
+
+    config = quick_config(tmp_path, epochs=3)
+    with pytest.raises(FloatingPointError, match="epoch 2, step 1"):
+        train(config, callbacks=[PoisonAfterFirstEpoch()])
+    state = np.load(tmp_path / "run" / "state.npz")
+    assert int(state["epoch"]) == 1
+    assert all(np.isfinite(state[k]).all() for k in state.files)
+    # The run resumes from there.
+    metrics = train(quick_config(tmp_path, epochs=3, resume=True))
+    assert np.isfinite(metrics["test_loss"])
