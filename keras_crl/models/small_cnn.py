@@ -3,21 +3,9 @@
 import keras
 from keras import layers
 
-# PyTorch BatchNorm2d defaults, like the rest of the zoo.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
-
-
-def _resolve_data_format(data_format):
-    """Returns `(data_format, channel_axis)`; `None` means the global default."""
-    if data_format is None:
-        data_format = keras.config.image_data_format()
-    if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(
-            "data_format must be 'channels_last' or 'channels_first', "
-            f"got {data_format!r}"
-        )
-    return data_format, (1 if data_format == "channels_first" else -1)
+from keras_crl.models.common import BN_EPSILON
+from keras_crl.models.common import BN_MOMENTUM
+from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 
 def small_cnn(
