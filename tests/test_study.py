@@ -1,0 +1,229 @@
+"""`keras-crl study`: the loss variants, the statistics, the report and resuming.
+
+One end-to-end study trains on the current backend only, with tiny settings
+(two seeds, two epochs, 192 images), to stay within seconds on every backend.
+"""
+
+import json
+import math
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from keras_crl import cli
+from keras_crl import study
+from keras_crl import train as train_lib
+
+BACKEND = keras.backend.backend()
+TEST_IMAGES = 359
+
+
+# --------------------------------------------------------------------------
+# Variants.
+
+
+def test_variants_are_canonical():
+    # beta = 0 is cross-entropy and alpha = 0, beta = 1 is NLLR, exactly.
+    assert study.variant("crl", 0.5, 0.0) == study.BASELINE
+    assert study.variant("crl", 0, 1).name == "nllr"
+    assert study.parse_variant("crl:0.5:0.5").name == "crl-a0.5-b0.5"
+    assert study.parse_variant(" NLLR ") == study.variant("nllr")
+    assert [v.name for v in study.COMPARED] == ["ce", "nllr", "crl-a0-b0.25", "crl-a1-b1"]
+    grid = study.sweep_variants()
+    assert len(grid) == 15
+    settings = study.StudySettings(training={}, seeds=[0], backends=["jax"],
+                                   variants=list(study.COMPARED), sweep=True)
+    # The three beta = 0 cells are one CE run, and the compared losses are
+    # all grid cells: 15 - 2 runs per seed.
+    names = [v.name for v in settings.all_variants()]
+    assert len(names) == len(set(names)) == 13
+    assert names[:4] == ["ce", "nllr", "crl-a0-b0.25", "crl-a1-b1"]
+    for bad in ("crl:0.5", "crl:-1:0.5", "crl:a:b", "focal", "ce:1:1"):
+        with pytest.raises(ValueError):
+            study.parse_variant(bad)
+
+
+# --------------------------------------------------------------------------
+# Statistics.
+
+
+def test_paired_statistics_match_hand_computed_values():
+    result = study.paired([1.0, 2.0, 3.0])
+    # mean 2, sd 1, se 1/sqrt(3): t = 2 sqrt(3); t(0.975, df 2) = 4.302653.
+    assert result["mean"] == 2.0 and result["std"] == 1.0
+    assert math.isclose(result["t"], 2 * math.sqrt(3))
+    assert math.isclose(result["p_t"], 0.07418, abs_tol=1e-4)
+    half = 4.302653 / math.sqrt(3)
+    assert np.allclose(result["ci"], [2 - half, 2 + half], atol=1e-5)
+    assert (result["wins"], result["ties"], result["losses"]) == (3, 0, 0)
+    assert result["p_sign"] == 0.25
+
+    # All seeds moved by the same amount: no spread, no t test.
+    flat = study.paired([0.5, 0.5, 0.5])
+    assert flat["t"] is None and flat["p_t"] is None and flat["ci"] is None
+    single = study.paired([1.0])
+    assert single["std"] is None and single["p_t"] is None
+
+    assert study.sign_test(5, 0) == 0.0625  # five seeds can never reach 0.05
+    assert study.sign_test(2, 2) == 1.0 and study.sign_test(0, 0) == 1.0
+    assert study.holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+
+
+# --------------------------------------------------------------------------
+# The report, from known per-run numbers (no training).
+
+
+def _record(backend, v, seed, correct):
+    return {"backend": backend, "variant": v.name, "label": v.label, "loss": v.loss,
+            "alpha": v.alpha, "beta": v.beta, "seed": seed, "failed": False,
+            "test_accuracy": correct / TEST_IMAGES, "test_images": TEST_IMAGES,
+            "best_epoch": 3, "best_val_accuracy": 0.9, "final_train_loss": 0.1,
+            "seconds_per_epoch": 0.2, "wall_seconds": 5.0, "run": "runs/x",
+            "log": {"epoch": np.arange(4.0), "accuracy": np.linspace(0.5, 0.9, 4),
+                    "val_accuracy": np.linspace(0.5, 0.95, 4), "loss": np.linspace(2, 0.1, 4)}}
+
+
+def test_report_states_what_known_numbers_support(tmp_path):
+    extra = study.parse_variant("crl:0.5:0.5")
+    settings = study.StudySettings(
+        training={"dataset": "digits", "model": "small_cnn"}, seeds=[0, 1, 2, 3, 4],
+        backends=["tensorflow", "jax"], variants=[*study.COMPARED, extra], sweep=True,
+        command="keras-crl study --sweep",
+    )
+    ce = [340, 342, 338, 341, 339]
+    records = []
+    for backend in settings.backends:
+        for v in settings.all_variants():
+            for seed in settings.seeds:
+                if v == extra:  # 7 to 9 images better on every seed: a real effect
+                    correct = ce[seed] + (7, 8, 9, 8, 7)[seed]
+                elif v == study.variant("nllr"):  # noise around CE
+                    correct = ce[seed] + (1, -2, 0, 2, -1)[seed]
+                else:
+                    correct = ce[seed]
+                records.append(_record(backend, v, seed, correct))
+    # One run whose loss went NaN.
+    failed = next(i for i, r in enumerate(records)
+                  if (r["backend"], r["variant"], r["seed"]) == ("jax", extra.name, 4))
+    records[failed] = {**records[failed], "failed": True, "test_accuracy": None}
+
+    results = study.write_report(settings, records, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    for name in ("accuracy.png", "curves.png", "sweep.png", "results.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+    ce_pct = 100 * np.array(ce) / TEST_IMAGES
+    assert f"| tensorflow | CE | 5 | {ce_pct.mean():.2f} ± {ce_pct.std(ddof=1):.2f} |" in report
+    delta = 100 * np.array([7, 8, 9, 8, 7]) / TEST_IMAGES
+    assert (f"| tensorflow | CRL(α=0.5, β=0.5) | 5 | {(ce_pct + delta).mean():.2f} ± "
+            f"{(ce_pct + delta).std(ddof=1):.2f} |") in report
+    assert "| jax | CRL(α=0.5, β=0.5) | 4 (1 failed) |" in report
+    assert f"| {delta.mean():+.2f} ± {delta.std(ddof=1):.2f} | " in report
+    assert "**CRL(α=0.5, β=0.5) on tensorflow** is above CE" in report
+    assert "**NLLR on" not in report  # noise is not reported as an effect
+    assert "a sign test cannot reach p < 0.05" in report
+    assert "not independent replications" in report
+    # CRL(0, 0.25) equals CE on every seed: no spread, no test.
+    assert "No t test for CRL(α=0, β=0.25) on tensorflow" in report
+    assert ("Failed runs (loss became NaN; excluded from the means): "
+            "jax CRL(α=0.5, β=0.5) seed 4.") in report
+
+    # Holm over 2 backends x 4 compared losses.
+    assert len(results["comparisons"]) == 8
+    raw = [c["p_t"] for c in results["comparisons"]]
+    assert [c["p_holm"] for c in results["comparisons"]] == study.holm(raw)
+    # The sweep: 3 x 5 cells per backend; beta = 0 is CE itself.
+    cells = [r for r in results["sweep"] if r["backend"] == "jax"]
+    assert len(cells) == 15
+    assert all(r["versus_ce"] is None for r in cells if r["beta"] == 0)
+    half = next(r for r in cells if (r["alpha"], r["beta"]) == (0.5, 0.5))
+    assert half["accuracy"]["n"] == 4  # the failed seed is left out
+    assert "## Alpha × beta sweep" in report and "Sweep on jax" in report
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["runs"]) == len(records) and "log" not in saved["runs"][0]
+
+
+def test_other_backends_train_in_their_own_process(tmp_path, monkeypatch):
+    other = "jax" if BACKEND != "jax" else "torch"
+    settings = study.StudySettings(training={}, seeds=[0], backends=[other],
+                                   variants=[study.BASELINE])
+    calls = []
+
+    def fake_run(command, env, stderr):
+        calls.append((command, env["KERAS_BACKEND"]))
+        stderr.write("boom: no such backend here\n")
+        return subprocess.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match=f"(?s){other} runs failed.*boom"):
+        study.run(settings, tmp_path, current_backend=BACKEND)
+    (command, backend), = calls
+    assert backend == other
+    assert command[1:] == ["-m", "keras_crl.cli", "study", "--worker", "--out-dir", str(tmp_path)]
+
+
+# --------------------------------------------------------------------------
+# End to end on the current backend.
+
+
+def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    args = ["study", "--quick", "--seeds", "2", "--epochs", "2", "--limit", "192",
+            "--out-dir", str(out)]
+    assert cli.main(args) == 0
+    report = (out / "report.md").read_text()
+    assert f"--backends {BACKEND}" in report and "--quick" in report
+    assert "| CE | 2 |" in capsys.readouterr().out
+
+    # The report's numbers are the run folders' metrics.json.
+    results = json.loads((out / "results.json").read_text())
+    assert {r["backend"] for r in results["runs"]} == {BACKEND}
+    assert len(results["runs"]) == 8
+    for v in study.COMPARED:
+        accuracies = []
+        for seed in (0, 1):
+            folder = out / "runs" / BACKEND / v.name / f"seed{seed}"
+            metrics = json.loads((folder / "metrics.json").read_text())
+            assert (metrics["loss"], metrics["alpha"], metrics["beta"], metrics["seed"],
+                    metrics["epochs"]) == (v.loss, v.alpha, v.beta, seed, 2)
+            run = next(r for r in results["runs"]
+                       if r["variant"] == v.name and r["seed"] == seed)
+            assert run["test_accuracy"] == metrics["test_accuracy"]
+            accuracies.append(100 * round(metrics["test_accuracy"] * TEST_IMAGES) / TEST_IMAGES)
+        mean, std = np.mean(accuracies), np.std(accuracies, ddof=1)
+        row = f"| {BACKEND} | {v.label} | 2 | {mean:.2f} ± {std:.2f} |"
+        assert row in report, row
+    for name in ("accuracy.png", "curves.png"):
+        assert (out / name).exists()
+
+    # Rerun: every run is finished, nothing trains.
+    calls = []
+    real_train = train_lib.train
+
+    def counting_train(config, *a, **k):
+        calls.append(config)
+        return real_train(config, *a, **k)
+
+    monkeypatch.setattr(train_lib, "train", counting_train)
+    assert cli.main(args) == 0
+    assert calls == []
+
+    # A run that lost its metrics.json resumes from its last checkpoint:
+    # no epoch is trained again, and its numbers come back unchanged.
+    folder = out / "runs" / BACKEND / "nllr" / "seed1"
+    before = json.loads((folder / "metrics.json").read_text())
+    log_before = (folder / "log.csv").read_text()
+    (folder / "metrics.json").unlink()
+    assert cli.main(args) == 0
+    assert [(c.loss, c.seed, c.resume) for c in calls] == [("nllr", 1, True)]
+    assert (folder / "log.csv").read_text() == log_before
+    after = json.loads((folder / "metrics.json").read_text())
+    assert after["test_accuracy"] == before["test_accuracy"]
+
+    # Other training settings into the same folder would mix runs: refused.
+    epochs = args.index("--epochs") + 1
+    with pytest.raises(ValueError, match="other settings.*epochs"):
+        cli.main([*args[:epochs], "3", *args[epochs + 1:]])
