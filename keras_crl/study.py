@@ -626,6 +626,22 @@ def analyse(settings, records):
 
     comparisons = [versus_ce(b, v) for b in settings.backends for v in settings.variants
                    if v != BASELINE]
+    if len(settings.backends) > 1:
+        # The seed is the unit of replication; averaging a seed's runs over
+        # the backends damps their rounding-driven divergence.
+        for v in settings.variants:
+            complete = [s for s in settings.seeds if all(
+                (b, n, s) in accuracy for b in settings.backends for n in (v.name, BASELINE.name))]
+            means = [np.mean([accuracy[(b, v.name, s)] for b in settings.backends])
+                     for s in complete]
+            summary.append({"backend": POOLED, "variant": v.name, "label": v.label,
+                            "loss": v.loss, "alpha": v.alpha, "beta": v.beta,
+                            "compared": True, **describe(means), "failed_seeds": []})
+            if v != BASELINE:
+                ce = [np.mean([accuracy[(b, BASELINE.name, s)] for b in settings.backends])
+                      for s in complete]
+                comparisons.append({"backend": POOLED, "variant": v.name, "label": v.label,
+                                    **paired(np.subtract(means, ce))})
     for row, p in zip(comparisons, holm([c["p_t"] for c in comparisons])):
         row["p_holm"] = p
 
@@ -668,6 +684,10 @@ def _percent(record):
 
 def _mean(values, offset=0):
     return float(np.mean(values)) + offset if values else None
+
+
+# The backend column of the rows averaged over backends, seed by seed.
+POOLED = "all (seed means)"
 
 
 def _backend_agreement(settings, accuracy):
@@ -841,13 +861,22 @@ def findings(settings, results, test_images):
                          f"{len(comparisons)} comparisons: {names}. Treat as not shown.")
     agreement = results.get("backend_agreement")
     if agreement:
-        lines.append(
-            f"The backends are not independent replications: the same seed starts from the same "
-            f"weights on the same batches everywhere. {agreement['identical_test_accuracy']} of "
-            f"{agreement['runs_compared']} runs gave the same test accuracy on all backends "
-            f"(largest difference {agreement['max_difference']:.2f} pp), so agreement across backends "
-            "confirms the implementation, not the effect."
+        same, total = agreement["identical_test_accuracy"], agreement["runs_compared"]
+        text = (
+            "The backends are not independent replications: the same seed starts from the same "
+            f"weights on the same batches everywhere. {same} of {total} runs gave the same test "
+            "accuracy on all backends (largest difference "
+            f"{agreement['max_difference']:.2f} pp)"
         )
+        if same == total:
+            text += ", so agreement across backends confirms the implementation, not the effect."
+        else:
+            text += (": float32 rounding differs between the backends and SGD amplifies it "
+                     "during training. Runs that share a seed still share their start, "
+                     "validation split and batches, so they may be correlated and are not "
+                     f"counted as extra seeds: the `{POOLED}` rows average each seed's runs over "
+                     "the backends and test those per-seed means (n = seeds).")
+        lines.append(text)
     if settings.sweep and results["sweep"]:
         for backend in settings.backends:
             cells = [r for r in results["sweep"] if r["backend"] == backend
@@ -948,7 +977,9 @@ def _markdown(settings, records, results, plots):
                 "Mean over seeds (band: ± std) of validation accuracy and training accuracy per "
                 "epoch; the training loss is on each loss's own scale (CRL with α < 1 goes "
                 "negative), so compare its shape, not its level.", ""]
-    out += ["## Time", "", _time_table(results), ""]
+    out += ["## Selected epoch and time", "",
+            "The selected epoch is the one with the best validation accuracy (ties: the "
+            "earliest), counted from 1.", "", _time_table(results), ""]
     out += ["## Files", "",
             "`results.json`: the settings, every run's numbers (backend, loss, alpha, beta, seed, "
             "test accuracy, best epoch, time, run folder) and the aggregates above. Run folders "
@@ -987,11 +1018,15 @@ def _sweep_table(settings, results):
 
 
 def _time_table(results):
-    lines = ["| backend | loss | s / epoch (median) | s / run (mean, wall) | runs timed |",
-             "|---|---|---|---|---|"]
+    lines = ["| backend | loss | selected epoch (mean) | s / epoch (median) "
+             "| s / run (mean, wall) | runs timed |",
+             "|---|---|---|---|---|---|"]
     totals = {}
     for row in results["summary"]:
-        lines.append(f"| {row['backend']} | {row['label']} | {_pct(row['seconds_per_epoch'], 3)} "
+        if row["backend"] == POOLED:
+            continue
+        lines.append(f"| {row['backend']} | {row['label']} | {_pct(row['mean_best_epoch'], 1)} "
+                     f"| {_pct(row['seconds_per_epoch'], 3)} "
                      f"| {_pct(row['wall_seconds_per_run'], 1)} | {row['runs_timed']} |")
         totals[row["backend"]] = totals.get(row["backend"], 0.0) + row["wall_seconds_total"]
     lines += ["", "Training wall time, summed over the runs (including model building and "
@@ -1099,7 +1134,9 @@ def _plot_curves(settings, records, out_dir):
         return None
     for (row, col), low in np.ndenumerate(floor[:2]):
         if np.isfinite(low):
-            axes[row, col].set_ylim(bottom=max(low - 1.0, axes[row, col].get_ylim()[0]))
+            bottom, top = axes[row, col].get_ylim()
+            # The std band may poke above 100 %; accuracy cannot.
+            axes[row, col].set_ylim(max(low - 1.0, bottom), min(top, 100.5))
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "curves.png", dpi=90)

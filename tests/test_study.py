@@ -130,8 +130,15 @@ def test_report_states_what_known_numbers_support(tmp_path):
     assert ("Failed runs (loss became NaN; excluded from the means): "
             "jax CRL(α=0.5, β=0.5) seed 4.") in report
 
-    # Holm over 2 backends x 4 compared losses.
-    assert len(results["comparisons"]) == 8
+    # Seed means over the backends: the failed jax seed drops seed 4 there.
+    ce_row = f"| all (seed means) | CE | 5 | {ce_pct.mean():.2f} ± {ce_pct.std(ddof=1):.2f} |"
+    assert ce_row in report
+    assert "| all (seed means) | CRL(α=0.5, β=0.5) | 4 |" in report
+    pooled = next(c for c in results["comparisons"]
+                  if c["backend"] == "all (seed means)" and c["variant"] == extra.name)
+    assert pooled["n"] == 4 and pooled["mean"] == pytest.approx(delta[:4].mean())
+    # Holm over (2 backends + their seed means) x 4 compared losses.
+    assert len(results["comparisons"]) == 12
     raw = [c["p_t"] for c in results["comparisons"]]
     assert [c["p_holm"] for c in results["comparisons"]] == study.holm(raw)
     # The sweep: 3 x 5 cells per backend; beta = 0 is CE itself.
