@@ -51,7 +51,8 @@ def _add_training_arguments(parser, defaults):
     add("--precision", default="float32",
         choices=("float32", "mixed_float16", "mixed_bfloat16"))
     add("--devices", type=int, default=1,
-        help="data-parallel devices (jax: DataParallel, tensorflow: MirroredStrategy)")
+        help="data-parallel devices (jax: DataParallel, tensorflow: MirroredStrategy, "
+        "torch: DistributedDataParallel, one process per device started with torchrun)")
     add("--channels-first", action="store_true", help="train in channels_first layout")
     add("--verbose", type=int, default=1, choices=(0, 1, 2))
 
@@ -190,7 +191,7 @@ def main(argv=None):
     if args.command == "demo":
         return run_demo(args)
     if args.command == "train":
-        return run_train(args)
+        return run_train(args, argv)
     if args.command == "study":
         return run_study(args)
     return 0
@@ -207,20 +208,27 @@ def _use_backend(backend, argv):
         os.execve(sys.executable, [sys.executable, "-m", "keras_crl.cli", *argv], env)
 
 
-def run_train(args):
+def run_train(args, argv):
     import keras
 
-    from keras_crl import data, models
+    from keras_crl import data, models, parallel
     from keras_crl.train import train
 
     if args.list:
         print("models:  ", ", ".join(models.list_models()))
         print("datasets:", ", ".join(data.list_datasets()))
         return 0
+    if (keras.backend.backend() == "torch" and args.devices > 1
+            and not parallel.launched_by_torchrun()):
+        # DistributedDataParallel: one process per device, started by torchrun.
+        command = parallel.torchrun_command(args.devices, argv)
+        os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
     run_dir = args.run_dir or (
         f"runs/{args.model}-{args.dataset}-{args.loss}-{keras.backend.backend()}-s{args.seed}"
     )
     metrics = train(_config_from_args(args, run_dir))
+    if not parallel.is_chief():
+        return 0
     print(_table([metrics]))
     print(f"\nRun folder: {run_dir}")
     return 0

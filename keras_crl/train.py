@@ -10,7 +10,6 @@ interrupted run exactly where its last finished epoch left it, on any
 backend.
 """
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -23,6 +22,7 @@ import numpy as np
 
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
+from keras_crl import parallel
 from keras_crl.losses import CompetingRatioLoss
 from keras_crl.losses import NegativeLogLikelihoodRatioLoss
 from keras_crl.recipes import get_recipe
@@ -69,8 +69,10 @@ class TrainConfig:
             choose.
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
         devices: Data-parallel replicas: `keras.distribution.DataParallel` on
-            JAX, `tf.distribute.MirroredStrategy` on TensorFlow. The batch size
-            is the global batch, split across the devices.
+            JAX, `tf.distribute.MirroredStrategy` on TensorFlow,
+            DistributedDataParallel on torch (one process per device, started
+            by torchrun; see `keras_crl.parallel`). The batch size is the
+            global batch, split across the devices.
         data_format: `"channels_last"` or `"channels_first"`.
         resume: Continue from `run_dir/state.npz` if it exists.
         verbose: Keras' progress bar (1), one line per epoch (2), or none.
@@ -190,7 +192,7 @@ def train(config, callbacks=()):
     make_deterministic(config.seed)
     keras.config.set_dtype_policy(config.precision)
     try:
-        with data_parallel(config.devices):
+        with parallel.data_parallel(config.devices):
             return _train(config, recipe, run_dir, list(callbacks))
     finally:
         keras.config.set_dtype_policy("float32")
@@ -223,6 +225,9 @@ def _train(config, recipe, run_dir, callbacks):
         x_train, y_train, recipe.batch_size, augment=recipe.augment, shuffle=True,
         seed=config.seed, initial_epoch=initial_epoch, **augmentation, **pipeline,
     )
+    # One process per device (torch): each trains on its share of the batch
+    # and evaluates everything; only the chief writes the run folder.
+    chief = parallel.is_chief()
     val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
     test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
 
@@ -238,31 +243,38 @@ def _train(config, recipe, run_dir, callbacks):
     elif not config.model_options.get("weights"):
         # Pretrained weights stay; everything else starts the same everywhere.
         numpy_initialise(model, config.seed)
-    model.compile(
+    # `trainer` shares `model`'s variables; weights files go through `model`.
+    trainer = parallel.for_training(model)
+    trainer.compile(
         optimizer=recipe.optimizer(len(train_data)),
         loss=make_loss(config.loss, config.alpha, config.beta, config.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit,
     )
     if resuming:
-        load_state(model, state_path)
+        load_state(trainer, state_path)
 
-    if resuming:
+    if resuming and chief:
         _truncate_log(run_dir / "log.csv", initial_epoch)
-    _write_json(run_dir / "config.json", describe(config, recipe, ds))
+    if chief:
+        _write_json(run_dir / "config.json", describe(config, recipe, ds))
     timer = EpochTimer(len(y_train))
-    callbacks = [
-        data_lib.EpochSync(train_data),
+    writers = [
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
-        StopOnNaN(),
-        BestWeights(run_dir / "best.weights.h5", resume=resuming),
+        BestWeights(run_dir / "best.weights.h5", resume=resuming, weights_of=model),
         StateCheckpoint(state_path),
+    ]
+    callbacks = [
+        parallel.AverageReplicas(),
+        data_lib.EpochSync(train_data),
+        StopOnNaN(),
+        *(writers if chief else []),
         timer,
         *callbacks,
     ]
     if initial_epoch < recipe.epochs:
-        model.fit(
-            train_data,
+        trainer.fit(
+            parallel.shard(train_data),
             validation_data=val_data if len(ds.y_val) else None,
             epochs=recipe.epochs,
             initial_epoch=initial_epoch,
@@ -270,14 +282,16 @@ def _train(config, recipe, run_dir, callbacks):
             # shuffle would draw from Python's global random state.
             shuffle=False,
             callbacks=callbacks,
-            verbose=config.verbose,
+            verbose=config.verbose if chief else 0,
         )
-    model.save_weights(run_dir / "last.weights.h5")
+    if chief:
+        model.save_weights(run_dir / "last.weights.h5")
+    parallel.barrier()  # the chief's files are complete
 
     best_path = run_dir / "best.weights.h5"
     if best_path.exists():
         model.load_weights(best_path)
-    test_loss, test_accuracy = model.evaluate(test_data, verbose=0)
+    test_loss, test_accuracy = trainer.evaluate(test_data, verbose=0)
     log = read_log(run_dir / "log.csv")
     best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
     metrics = {
@@ -298,52 +312,10 @@ def _train(config, recipe, run_dir, callbacks):
         "seconds_per_epoch": timer.median_seconds(),
         "images_per_second": timer.images_per_second(),
     }
-    _write_json(run_dir / "metrics.json", metrics)
-    plot_curves(log, run_dir)
+    if chief:
+        _write_json(run_dir / "metrics.json", metrics)
+        plot_curves(log, run_dir)
     return metrics
-
-
-@contextlib.contextmanager
-def data_parallel(devices):
-    """Data parallelism over `devices` local devices, with each backend's own engine.
-
-    JAX: `keras.distribution.DataParallel`. TensorFlow:
-    `tf.distribute.MirroredStrategy` (the model is built and compiled inside
-    its scope; Keras divides the loss by the replica count). PyTorch's
-    DistributedDataParallel needs one process per device and a launcher
-    (torchrun), which `fit` does not drive, so it is refused here.
-    """
-    if devices == 1:
-        yield
-        return
-    backend = keras.backend.backend()
-    if backend == "torch":
-        raise ValueError(
-            "devices > 1 on the torch backend needs DistributedDataParallel with one "
-            "process per device (torchrun); use the jax or tensorflow backend for "
-            "single-process data parallelism."
-        )
-    available = keras.distribution.list_devices()
-    if devices > len(available):
-        raise ValueError(
-            f"Asked for devices={devices}, but this process sees {len(available)}: "
-            f"{available}. (On CPU, JAX can split the host with "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=N.)"
-        )
-    if backend == "jax":
-        keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=available[:devices])
-        )
-        try:
-            yield
-        finally:
-            keras.distribution.set_distribution(None)
-    else:
-        import tensorflow as tf
-
-        # Keras lists "cpu:0"; TensorFlow wants "/cpu:0".
-        with tf.distribute.MirroredStrategy([f"/{d}" for d in available[:devices]]).scope():
-            yield
 
 
 def describe(config, recipe, ds):
@@ -439,9 +411,10 @@ class StateCheckpoint(keras.callbacks.Callback):
 class BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the best validation accuracy (ties: earliest)."""
 
-    def __init__(self, path, resume=False):
+    def __init__(self, path, resume=False, weights_of=None):
         super().__init__()
         self.path = Path(path)
+        self.weights_of = weights_of
         self.best = -1.0
         if resume and self.path.with_suffix(".json").exists():
             self.best = json.loads(self.path.with_suffix(".json").read_text())["val_accuracy"]
@@ -452,7 +425,7 @@ class BestWeights(keras.callbacks.Callback):
             return
         self.best = float(accuracy)
         tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        self.model.save_weights(tmp)
+        (self.weights_of or self.model).save_weights(tmp)
         os.replace(tmp, self.path)
         _write_json(self.path.with_suffix(".json"), {"epoch": epoch, "val_accuracy": self.best})
 

@@ -180,3 +180,13 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # The run resumes from there.
     metrics = train(quick_config(tmp_path, epochs=3, resume=True))
     assert np.isfinite(metrics["test_loss"])
+
+
+def test_multi_device_needs_a_launcher_or_enough_devices(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if keras.backend.backend() == "torch":
+        match = "torchrun"  # one process per device, never in-process
+    else:
+        match = "this process sees"  # the tests run with a single CPU device
+    with pytest.raises(ValueError, match=match):
+        train(quick_config(tmp_path, devices=64))

@@ -25,7 +25,7 @@ if keras.backend.backend() == "tensorflow":
 from keras_crl import CompetingRatioLoss  # noqa: E402
 from keras_crl.recipes import TorchSGD  # noqa: E402
 from keras_crl.reproducible import numpy_initialise  # noqa: E402
-from keras_crl.train import data_parallel  # noqa: E402
+from keras_crl.parallel import data_parallel  # noqa: E402
 
 
 def step(devices, x, y):
