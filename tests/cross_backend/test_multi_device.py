@@ -11,6 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def assert_same_step(r):
+    """The worker's loss and four weights after one step: many devices vs one."""
+    np.testing.assert_allclose(r["multi_loss"], r["single_loss"], rtol=1e-5)
+    i = 0
+    while f"single{i}" in r:
+        np.testing.assert_allclose(r[f"multi{i}"], r[f"single{i}"], rtol=1e-5, atol=1e-6)
+        i += 1
+    assert i == 4
+
+
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_two_devices_equal_one(tmp_path, backend):
     out = tmp_path / "result.npz"
@@ -23,12 +33,7 @@ def test_two_devices_equal_one(tmp_path, backend):
     r = np.load(out)
     assert list(r["replicas"]) == [1, 2]
     # Divided once, not twice (nor summed) across the replicas.
-    np.testing.assert_allclose(r["multi_loss"], r["single_loss"], rtol=1e-5)
-    i = 0
-    while f"single{i}" in r:
-        np.testing.assert_allclose(r[f"multi{i}"], r[f"single{i}"], rtol=1e-5, atol=1e-6)
-        i += 1
-    assert i == 4
+    assert_same_step(r)
 
 
 def test_two_torch_processes_equal_one(tmp_path):
@@ -45,12 +50,7 @@ def test_two_torch_processes_equal_one(tmp_path):
     assert int(r["share"]) == 16  # half of the global batch of 32
     # The logged loss is the global batch's, and the averaged gradients give
     # the one-process step (summed or unsynchronised gradients would not).
-    np.testing.assert_allclose(r["multi_loss"], r["single_loss"], rtol=1e-5)
-    i = 0
-    while f"single{i}" in r:
-        np.testing.assert_allclose(r[f"multi{i}"], r[f"single{i}"], rtol=1e-5, atol=1e-6)
-        i += 1
-    assert i == 4
+    assert_same_step(r)
 
 
 def test_train_command_with_two_torch_processes(tmp_path):
