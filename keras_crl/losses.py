@@ -449,16 +449,19 @@ def _sparse_loss(
     if _is_float(labels.dtype):
         labels = ops.round(labels)
     labels = ops.cast(labels, "int32")
-    _check_labels_eagerly(labels, num_classes, ignore_class)
-
-    in_range = ops.logical_and(labels >= 0, labels < num_classes)
-    keep = None
-    if ignore_class is not None:
-        keep = ops.not_equal(labels, ignore_class)
-        in_range = ops.logical_or(in_range, ops.logical_not(keep))
-        safe_labels = ops.where(ops.logical_and(keep, in_range), labels, 0)
+    keep = None if ignore_class is None else ops.not_equal(labels, ignore_class)
+    in_range = None
+    if _check_labels_eagerly(labels, num_classes, ignore_class):
+        # Every label is known to be valid: no range masks (eager op count
+        # is most of the eager cost).
+        safe_labels = labels if keep is None else ops.where(keep, labels, 0)
     else:
-        safe_labels = ops.where(in_range, labels, 0)
+        in_range = ops.logical_and(labels >= 0, labels < num_classes)
+        if keep is not None:
+            in_range = ops.logical_or(in_range, ops.logical_not(keep))
+            safe_labels = ops.where(ops.logical_and(keep, in_range), labels, 0)
+        else:
+            safe_labels = ops.where(in_range, labels, 0)
     index = ops.expand_dims(safe_labels, -1)
 
     if label_smoothing:
@@ -472,13 +475,17 @@ def _sparse_loss(
         # One masked reduction over the classes, as cross-entropy's one.
         is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
         competitors = ops.where(is_label, float("-inf"), y_pred)
-        log_ratio = ops.logsumexp(competitors, axis=-1) - _take(y_pred, index)
+        # The mask picks the label's logit too: TensorFlow's gradient of a
+        # gather (take_along_axis) costs more than the rest of the loss.
+        label_logit = ops.sum(ops.where(is_label, y_pred, 0.0), axis=-1)
+        log_ratio = ops.logsumexp(competitors, axis=-1) - label_logit
         losses = _ratio_loss(log_ratio, alpha, beta, epsilon)
     else:
         losses = _probability_loss(_take(_normalise(y_pred), index), alpha, beta, epsilon)
 
-    # Under jit an out-of-range label cannot raise: make it loud, not plausible.
-    losses = ops.where(in_range, losses, float("nan"))
+    if in_range is not None:
+        # Under jit an out-of-range label cannot raise: make it loud, not plausible.
+        losses = ops.where(in_range, losses, float("nan"))
     if keep is not None:
         losses = ops.where(keep, losses, 0.0)
         set_keras_mask(losses, keep)
@@ -509,6 +516,9 @@ def _per_class_loss(y_pred, alpha, beta, from_logits, epsilon):
 
 def _ratio_loss(log_ratio, alpha, beta, epsilon):
     log_ratio = ops.maximum(log_ratio, math.log(epsilon) - math.log1p(-epsilon))
+    if alpha == 0:
+        # log(sigmoid(d)) in one op, exact for any d.
+        return ops.softplus(log_ratio) + beta * ops.log_sigmoid(log_ratio)
     return ops.softplus(log_ratio) + beta * ops.log(alpha + ops.sigmoid(log_ratio))
 
 
@@ -624,8 +634,11 @@ def _is_eager(x):
 
 
 def _check_labels_eagerly(labels, num_classes, ignore_class):
-    if num_classes is None or not _is_eager(labels) or _size(labels) == 0:
-        return
+    """Raises on an invalid label; returns whether all labels were checked."""
+    if num_classes is None or not _is_eager(labels):
+        return False
+    if _size(labels) == 0:
+        return True
     values = ops.convert_to_numpy(labels)
     bad = (values < 0) | (values >= num_classes)
     if ignore_class is not None:
@@ -639,6 +652,7 @@ def _check_labels_eagerly(labels, num_classes, ignore_class):
             f"{num_classes})"
             + (f" and not ignore_class={ignore_class}." if ignore_class is not None else ".")
         )
+    return True
 
 
 def _size(x):
