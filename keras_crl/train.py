@@ -263,12 +263,12 @@ def _train(config, recipe, run_dir, callbacks):
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
         BestWeights(run_dir / "best.weights.h5", resume=resuming, weights_of=model),
         StateCheckpoint(state_path),
-    ]
+    ] if chief else []
     callbacks = [
         parallel.AverageReplicas(),
         data_lib.EpochSync(train_data),
         StopOnNaN(),
-        *(writers if chief else []),
+        *writers,
         timer,
         *callbacks,
     ]

@@ -48,6 +48,9 @@ def test_two_torch_processes_equal_one(tmp_path):
     r = np.load(out)
     assert int(r["world"]) == 2 and str(r["wrapper"]) == "TorchDataParallel"
     assert int(r["share"]) == 16  # half of the global batch of 32
+    # Each process updated its moving statistics from its own half; they are
+    # averaged before evaluating, so every process evaluates the same model.
+    np.testing.assert_array_equal(r["bn_rank0"], r["bn_rank1"])
     # The logged loss is the global batch's, and the averaged gradients give
     # the one-process step (summed or unsynchronised gradients would not).
     assert_same_step(r)

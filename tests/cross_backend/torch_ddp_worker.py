@@ -42,6 +42,25 @@ def step(x, y):
     return history.history["loss"][0], weights, type(trainer).__name__, len(batches[0][0])
 
 
+def batch_norm_statistics(x, y):
+    """Each process's batch-norm moving mean after an epoch with validation."""
+    import torch.distributed as dist
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.BatchNormalization(),
+        keras.layers.Dense(10),
+    ])
+    numpy_initialise(model, 0)
+    trainer = parallel.for_training(model)
+    trainer.compile(optimizer=TorchSGD(0.1), loss=CompetingRatioLoss(from_logits=True))
+    data = BatchPipeline(x, y, len(x), mean=[0.0], std=[1.0], drop_remainder=True)
+    trainer.fit(parallel.shard(data), validation_data=data, epochs=1, shuffle=False,
+                verbose=0, callbacks=[parallel.AverageReplicas()])
+    means = [None] * dist.get_world_size()
+    dist.all_gather_object(means, keras.ops.convert_to_numpy(model.non_trainable_weights[0]))
+    return means
+
+
 def main(out):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(32, 8, 8, 1)).astype("float32")
@@ -51,11 +70,13 @@ def main(out):
 
         rank, world = dist.get_rank(), dist.get_world_size()
         multi_loss, multi, wrapper, share = step(x, y)
+        bn_means = batch_norm_statistics(x, y)
     if rank != 0:
         return
     single_loss, single, _, _ = step(x, y)  # the process group is gone: one process
     arrays = {"single_loss": single_loss, "multi_loss": multi_loss, "world": world,
-              "wrapper": wrapper, "share": share}
+              "wrapper": wrapper, "share": share,
+              "bn_rank0": bn_means[0], "bn_rank1": bn_means[1]}
     for i, (a, b) in enumerate(zip(single, multi)):
         arrays[f"single{i}"], arrays[f"multi{i}"] = a, b
     np.savez(out, **arrays)
