@@ -45,10 +45,15 @@ def test_train_with_overrides_and_resume(tmp_path, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["recipe"]["schedule"] == "cosine" and config["recipe"]["batch_size"] == 32
     assert config["config"]["loss"] == "nllr" and config["recipe"]["learning_rate"] == 0.02
+    first_rows = (run_dir / "log.csv").read_text().strip().splitlines()
+    capsys.readouterr()
     epochs = args.index("--epochs") + 1
-    assert cli.main([*args[:epochs], "3", *args[epochs + 1 :], "--resume"]) == 0
+    assert cli.main([*args[:epochs], "3", *args[epochs + 1 :], "--resume", "--verbose", "2"]) == 0
+    # Keras prints each epoch it trains: the resumed command trains only the third.
+    printed = capsys.readouterr().out
+    assert "Epoch 3/3" in printed and "Epoch 1/3" not in printed and "Epoch 2/3" not in printed
     log = (run_dir / "log.csv").read_text().strip().splitlines()
-    assert len(log) == 4  # header + 3 epochs, the first two from the first run
+    assert len(log) == 4 and log[:3] == first_rows  # the first two epochs kept as they were
 
 
 def test_backend_flag_switches_backend(tmp_path):
