@@ -7,7 +7,7 @@ PYTHON ?= python3
 BACKENDS ?= tensorflow torch jax
 PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench mutants
 
 install:
 	# torch first and pinned: its CPU wheel; an unpinned torch pulls CUDA.
@@ -27,3 +27,7 @@ test: install
 
 bench: install
 	$(PYTHON) benchmarks/run.py
+
+# Deliberate breakages the tests must catch (tests/mutants.py); slow, not in `make test`.
+mutants: install
+	$(PYTHON) tests/mutants.py

@@ -1,0 +1,167 @@
+"""Mutation smoke: deliberate breakages that the tests must catch.
+
+    python tests/mutants.py            every mutant (`make mutants`)
+    python tests/mutants.py NAME ...   some of them; --list names them all
+
+Each mutant replaces one exact piece of code in a copy of the project and
+runs the tests that guard that promise (its guards), on one backend
+(`None`: the cross-backend tests, which start their own processes). A mutant
+is caught when every one of its guards has a failing test: a guard that
+still passes with the promise broken guards nothing. A mutant whose code is
+no longer found exactly once is stale: keep this list in step with the code.
+Not part of `make test`: it reruns parts of the suite once per mutant.
+"""
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    old: str
+    new: str
+    guards: tuple
+    backend: str | None = "torch"
+
+
+MUTANTS = [
+    Mutant(
+        "resume ignores the checkpoint",
+        "keras_crl/train.py",
+        "resuming = config.resume and state_path.exists()",
+        "resuming = False",
+        ("tests/test_crash_resume.py", "tests/test_train.py::test_resume_continues_exactly",
+         "tests/test_cli.py::test_train_with_overrides_and_resume"),
+    ),
+    Mutant(
+        "resume restarts from the initial weights",
+        "keras_crl/train.py",
+        "    if resuming:\n        load_state(trainer, state_path)\n",
+        "",
+        ("tests/test_crash_resume.py", "tests/test_train.py::test_resume_continues_exactly"),
+    ),
+    Mutant(
+        "data order not seeded by epoch",
+        "keras_crl/data/pipeline.py",
+        "rng = np.random.default_rng([self.seed, epoch, _SHUFFLE_TAG])",
+        "rng = np.random.default_rng([self.seed, 0, _SHUFFLE_TAG])",
+        ("tests/test_data.py::test_pipeline_epochs_differ_and_cover_data",),
+    ),
+    Mutant(
+        "L2 decoupled in TorchSGD",
+        "keras_crl/recipes.py",
+        "        if self.l2:\n            gradient = gradient + self.l2 * variable\n",
+        "        if self.l2:\n            self.assign_sub(variable, learning_rate * self.l2 * variable)\n",
+        ("tests/test_recipes.py",),
+    ),
+    Mutant(
+        "NumPy initialisation skipped",
+        "keras_crl/reproducible.py",
+        "    owners = _variable_initializers(model)\n",
+        "    return model\n    owners = _variable_initializers(model)\n",
+        ("tests/cross_backend/test_consistency.py::test_initial_weights_are_bit_identical",),
+        backend=None,
+    ),
+    Mutant(
+        "mixed precision ignored",
+        "keras_crl/train.py",
+        "keras.config.set_dtype_policy(config.precision)",
+        'keras.config.set_dtype_policy("float32")',
+        ("tests/test_train.py::test_mixed_precision_computes_in_16_bits_with_a_float32_loss",),
+    ),
+]
+
+
+def copy_project(destination):
+    shutil.copytree(ROOT, destination, ignore=shutil.ignore_patterns(
+        ".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache"))
+
+
+def apply(mutant, tree):
+    path = tree / mutant.file
+    text = path.read_text()
+    count = text.count(mutant.old)
+    if count != 1:
+        return f"the code to break is found {count} times in {mutant.file}"
+    path.write_text(text.replace(mutant.old, mutant.new))
+    return None
+
+
+def failed_guards(mutant, tree, report):
+    """Runs the guards on the mutated tree; returns the guards with a failure."""
+    env = dict(os.environ, PYTHONPATH=str(tree), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("KERAS_BACKEND", None)
+    if mutant.backend:
+        env["KERAS_BACKEND"] = mutant.backend
+    # The copy must be what runs, not the installed package.
+    where = subprocess.run([sys.executable, "-c", "import keras_crl; print(keras_crl.__file__)"],
+                           cwd=tree, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.strip().startswith(str(tree)), where.stdout
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+         *mutant.guards],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    failing = set()
+    for case in ElementTree.parse(report).iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            path = case.get("classname", "").replace(".", "/")
+            failing.add((path, case.get("name", "").split("[")[0]))
+    caught = []
+    for guard in mutant.guards:
+        file, _, test = guard.partition("::")
+        module = file.removesuffix(".py")
+        if any(path.startswith(module) and (not test or name == test) for path, name in failing):
+            caught.append(guard)
+    return caught
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name}: {m.file} ({m.backend or 'cross-backend'}); guards: {', '.join(m.guards)}")
+        return 0
+    unknown = set(args.names) - {m.name for m in MUTANTS}
+    if unknown:
+        parser.error(f"unknown mutants {sorted(unknown)}; see --list")
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    rows, survivors = [], 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, mutant in enumerate(chosen):
+            start = time.perf_counter()
+            tree = Path(scratch) / f"m{i}"
+            copy_project(tree)
+            problem = apply(mutant, tree)
+            if problem is None:
+                caught = failed_guards(mutant, tree, Path(scratch) / f"m{i}.xml")
+                missed = [g for g in mutant.guards if g not in caught]
+                verdict = "caught" if not missed else f"SURVIVED {', '.join(missed)}"
+            else:
+                verdict = f"STALE: {problem}"
+            survivors += verdict != "caught"
+            rows.append((mutant.name, f"{len(mutant.guards)}", verdict,
+                         f"{time.perf_counter() - start:.0f} s"))
+            print(" | ".join(rows[-1]), flush=True)
+            shutil.rmtree(tree)
+    print(f"\n{len(chosen) - survivors} of {len(chosen)} mutants caught by every guard.")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
