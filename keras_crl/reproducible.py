@@ -12,6 +12,8 @@ import os
 import keras
 import numpy as np
 
+from keras_crl import _keras_compat
+
 
 def numpy_initialise(model, seed):
     """Re-initialises `model`'s weights from NumPy, identically on any backend.
@@ -50,8 +52,8 @@ def numpy_initialise(model, seed):
 def _variable_initializers(model):
     """Maps `id(variable)` to the initializer of the layer that owns it."""
     found = {}
-    for layer in model._flatten_layers(include_self=False):
-        for variable in layer._trainable_variables + layer._non_trainable_variables:
+    for layer in _keras_compat.flatten_layers(model):
+        for variable in _keras_compat.own_variables(layer):
             name = variable.name
             candidates = [f"{name}_initializer"]
             if name.endswith("_kernel"):  # depthwise_kernel -> depthwise_initializer

@@ -1,0 +1,41 @@
+"""Every use of Keras' private API, in one place, each with why.
+
+Keras 3 has no public equivalent of these. `tests/test_keras_compat.py`
+checks that each still behaves as relied upon, at the Keras the suite pins
+(`constraints.txt`), which is also the declared floor (`keras>=3.15`).
+"""
+
+# A loss's per-sample mask (`ignore_class`) travels on the tensor as Keras'
+# own losses do it, so Keras' reductions and metrics see it.
+from keras.src.backend import get_keras_mask  # noqa: F401
+from keras.src.backend import set_keras_mask  # noqa: F401
+
+# The reduction of `keras.losses.Loss.__call__` (masks, sample weights,
+# "sum_over_batch_size", distribution scaling), reused rather than rewritten.
+from keras.src.losses.loss import reduce_weighted_values  # noqa: F401
+
+
+def flatten_layers(model):
+    """Every layer inside `model`, nested models' layers included.
+
+    `model.layers` stops at the first level of nesting (a backbone inside a
+    model is one layer).
+    """
+    return list(model._flatten_layers(include_self=False))
+
+
+def own_variables(layer):
+    """The variables `layer` itself created, not its sublayers'.
+
+    The public `layer.weights` includes every sublayer's variables.
+    """
+    return layer._trainable_variables + layer._non_trainable_variables
+
+
+def is_softmax_output(x):
+    """Whether Keras marked `x` as the output of a softmax activation.
+
+    Keras' own cross-entropy reads the same mark to warn about
+    `from_logits=True` on probabilities.
+    """
+    return hasattr(x, "_keras_logits")
