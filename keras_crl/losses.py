@@ -12,16 +12,16 @@ serialisation (`CompetingRatioLoss`, `NegativeLogLikelihoodRatioLoss`).
 """
 
 import math
+import re
 import warnings
 
 import keras
 from keras import ops
 
-# Keras has no public API for these two pieces of its own loss plumbing; using
-# them keeps masks, reductions and distribution scaling exactly as in Keras.
-from keras.src.backend import get_keras_mask
-from keras.src.backend import set_keras_mask
-from keras.src.losses.loss import reduce_weighted_values
+from keras_crl._keras_compat import get_keras_mask
+from keras_crl._keras_compat import is_softmax_output
+from keras_crl._keras_compat import reduce_weighted_values
+from keras_crl._keras_compat import set_keras_mask
 
 
 def competing_ratio_loss(
@@ -69,7 +69,10 @@ def competing_ratio_loss(
     `1 - p_y = sigmoid(d)`, never `1 - softmax`, so value and gradient keep
     float32 precision as `p_y -> 1`. The gradient with respect to the logits
     is the cross-entropy gradient `p - onehot(y)` scaled per sample by
-    `1 + beta * p_y / (alpha + 1 - p_y)`.
+    `1 + beta * p_y / (alpha + 1 - p_y)`. With probabilities the competing
+    mass is the paper's own `sum_{j != y} p_j`, summed from the competitors
+    rather than formed as `1 - p_y`, so value and gradient keep float32
+    precision there too. 16-bit inputs are computed in float32.
 
     Targets may be integer class indices (shape `y_pred.shape` without the
     class axis, or with a class axis of size 1), decided from static shapes,
@@ -102,8 +105,13 @@ def competing_ratio_loss(
     Example:
 
     >>> logits = keras.ops.array([[4.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
-    >>> competing_ratio_loss([0, 1], logits, from_logits=True)
-    array([-0.6567..., 2.6276...], dtype=float32)
+    >>> loss = competing_ratio_loss([0, 1], logits, from_logits=True)
+    >>> keras.ops.convert_to_numpy(loss).round(4)
+    array([-0.6223,  2.6337], dtype=float32)
+
+    The first sample by hand: `p_0 = softmax([4, 1, 0])_0 = 0.93624`, the
+    competitors' mass `0.06376`, so `-log(0.93624) + 0.25 * log(0.06376)
+    = 0.0659 - 0.6882 = -0.6223`.
     """
     _check_hyperparameters(alpha, beta, epsilon, label_smoothing)
     y_pred = ops.convert_to_tensor(y_pred)
@@ -118,9 +126,7 @@ def competing_ratio_loss(
 
     rank = len(y_pred.shape)
     if rank < 1:
-        raise ValueError(
-            f"`y_pred` must have a class axis. Received: y_pred.shape={y_pred.shape}"
-        )
+        raise ValueError(f"`y_pred` must have a class axis. Received: y_pred.shape={y_pred.shape}")
     axis = _canonical_axis(axis, rank)
     num_classes = y_pred.shape[axis]
     if num_classes is not None and num_classes < 2:
@@ -144,8 +150,14 @@ def competing_ratio_loss(
 
     if sparse:
         losses = _sparse_loss(
-            y_true, y_pred, alpha, beta, from_logits, label_smoothing,
-            ignore_class, epsilon,
+            y_true,
+            y_pred,
+            alpha,
+            beta,
+            from_logits,
+            label_smoothing,
+            ignore_class,
+            epsilon,
         )
     else:
         if ignore_class is not None:
@@ -155,9 +167,7 @@ def competing_ratio_loss(
             )
         targets = ops.cast(y_true, y_pred.dtype)
         if label_smoothing:
-            targets = targets * (1.0 - label_smoothing) + (
-                label_smoothing / y_pred.shape[-1]
-            )
+            targets = targets * (1.0 - label_smoothing) + (label_smoothing / y_pred.shape[-1])
         per_class = _per_class_loss(y_pred, alpha, beta, from_logits, epsilon)
         losses = ops.sum(targets * per_class, axis=-1)
     if losses.dtype != out_dtype:
@@ -205,8 +215,9 @@ def negative_log_likelihood_ratio_loss(
     Example:
 
     >>> logits = keras.ops.array([[4.0, 1.0, 0.0]])
-    >>> negative_log_likelihood_ratio_loss([0], logits, from_logits=True)
-    array([-2.6867...], dtype=float32)
+    >>> loss = negative_log_likelihood_ratio_loss([0], logits, from_logits=True)
+    >>> keras.ops.convert_to_numpy(loss).round(4)
+    array([-2.6867], dtype=float32)
     """
     return competing_ratio_loss(
         y_true,
@@ -267,8 +278,11 @@ class CompetingRatioLoss(keras.losses.Loss):
     >>> y_true = [1, 2]
     >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
     >>> loss = CompetingRatioLoss()
-    >>> float(loss(y_true, y_pred))
-    0.6266...
+    >>> round(float(loss(y_true, y_pred)), 4)
+    0.7893
+
+    That is the mean of `-log(0.95) + 0.25 * log(0.05) = -0.6976` and
+    `-log(0.1) + 0.25 * log(0.9) = 2.2763`.
 
     Usage with the `compile()` API:
 
@@ -388,8 +402,8 @@ class NegativeLogLikelihoodRatioLoss(CompetingRatioLoss):
     Example:
 
     >>> loss = NegativeLogLikelihoodRatioLoss(from_logits=True)
-    >>> float(loss([0], [[4.0, 1.0, 0.0]]))
-    -2.6867...
+    >>> round(float(loss([0], [[4.0, 1.0, 0.0]])), 4)
+    -2.6867
     """
 
     def __init__(
@@ -422,12 +436,8 @@ class NegativeLogLikelihoodRatioLoss(CompetingRatioLoss):
         return config
 
 
-keras.saving.register_keras_serializable(package="keras_crl")(
-    competing_ratio_loss
-)
-keras.saving.register_keras_serializable(package="keras_crl")(
-    negative_log_likelihood_ratio_loss
-)
+keras.saving.register_keras_serializable(package="keras_crl")(competing_ratio_loss)
+keras.saving.register_keras_serializable(package="keras_crl")(negative_log_likelihood_ratio_loss)
 
 
 # --------------------------------------------------------------------------
@@ -440,11 +450,15 @@ keras.saving.register_keras_serializable(package="keras_crl")(
 # Both stay exact in float32 for any d, and autodiff through the competitors'
 # logsumexp yields the gradient without forming 1 - p_y, which cancels to
 # nothing as p_y -> 1. The clamp p_y <= 1 - epsilon is d >= logit(epsilon).
+#
+# From probabilities, the competing mass is the paper's sum_{j != y} p_j,
+# summed from the competitors (and divided by the total, which normalises),
+# for the same reason: 1 - p_y in float32 is off by ~6e-8, a relative error
+# of 6 % at p_y = 1 - 1e-6. The clamp is p_y and the competing mass both in
+# [epsilon, 1 - epsilon].
 
 
-def _sparse_loss(
-    labels, y_pred, alpha, beta, from_logits, label_smoothing, ignore_class, epsilon
-):
+def _sparse_loss(labels, y_pred, alpha, beta, from_logits, label_smoothing, ignore_class, epsilon):
     num_classes = y_pred.shape[-1]
     if _is_float(labels.dtype):
         labels = ops.round(labels)
@@ -481,7 +495,13 @@ def _sparse_loss(
         log_ratio = ops.logsumexp(competitors, axis=-1) - label_logit
         losses = _ratio_loss(log_ratio, alpha, beta, epsilon)
     else:
-        losses = _probability_loss(_take(_normalise(y_pred), index), alpha, beta, epsilon)
+        # The paper's competing mass: the competitors' probabilities summed,
+        # never 1 - p_y, which float32 cancels to nothing as p_y -> 1.
+        is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
+        competing = ops.sum(ops.where(is_label, 0.0, y_pred), axis=-1)
+        label_mass = _take(y_pred, index)
+        total = label_mass + competing  # normalises, as Keras' cross-entropy
+        losses = _probability_loss(label_mass / total, competing / total, alpha, beta, epsilon)
 
     if in_range is not None:
         # Under jit an out-of-range label cannot raise: make it loud, not plausible.
@@ -495,23 +515,29 @@ def _sparse_loss(
 def _per_class_loss(y_pred, alpha, beta, from_logits, epsilon):
     """The loss each class would have if it were the true one, `(..., K)`."""
     if not from_logits:
-        return _probability_loss(_normalise(y_pred), alpha, beta, epsilon)
+        total = ops.sum(y_pred, axis=-1, keepdims=True)
+        probs, rest = _competing_mass(y_pred, total)
+        return _probability_loss(probs, rest, alpha, beta, epsilon)
     # One exp and one log per element, as few as cross-entropy's softmax
     # allows: on CPUs the transcendental functions are most of the cost.
     shifted = y_pred - ops.max(y_pred, axis=-1, keepdims=True)
     exps = ops.exp(shifted)
     total = ops.sum(exps, axis=-1, keepdims=True)
     log_probs = shifted - ops.log(total)
-    probs = exps / total
+    _, rest = _competing_mass(exps, total)
+    # The clamp p <= 1 - epsilon, as `_ratio_loss`'s on the log ratio.
+    log_probs, rest = ops.minimum(log_probs, math.log1p(-epsilon)), ops.maximum(rest, epsilon)
+    return beta * ops.log(alpha + rest) - log_probs
+
+
+def _competing_mass(masses, total):
+    """`p = masses / total` and, for every class k, `sum_{j != k} p_j`."""
+    probs = masses / total
     # For p <= 1/2, 1 - p is exact. The one class (at most) above 1/2 sums
     # its competitors instead, which keeps float32 precision as p -> 1.
     top = probs > 0.5
-    competitors = ops.sum(ops.where(top, 0.0, exps), axis=-1, keepdims=True) / total
-    rest = ops.where(top, competitors, 1.0 - probs)
-    # The clamp p <= 1 - epsilon, as `_ratio_loss`'s on the log ratio.
-    return -ops.minimum(log_probs, math.log1p(-epsilon)) + beta * ops.log(
-        alpha + ops.maximum(rest, epsilon)
-    )
+    competitors = ops.sum(ops.where(top, 0.0, masses), axis=-1, keepdims=True) / total
+    return probs, ops.where(top, competitors, 1.0 - probs)
 
 
 def _ratio_loss(log_ratio, alpha, beta, epsilon):
@@ -522,17 +548,18 @@ def _ratio_loss(log_ratio, alpha, beta, epsilon):
     return ops.softplus(log_ratio) + beta * ops.log(alpha + ops.sigmoid(log_ratio))
 
 
-def _probability_loss(p, alpha, beta, epsilon):
-    p = ops.clip(p, epsilon, 1.0 - epsilon)
-    return -ops.log(p) + beta * ops.log(alpha + 1.0 - p)
+def _probability_loss(p, rest, alpha, beta, epsilon):
+    """`-log p + beta * log(alpha + rest)`, `rest` the competing mass `1 - p`.
+
+    The clamp as in the authors' code and Keras' cross-entropy: `p` in
+    `[epsilon, 1 - epsilon]`, so `rest` in `[epsilon, 1 - epsilon]` too.
+    """
+    p, rest = ops.clip(p, epsilon, 1.0 - epsilon), ops.clip(rest, epsilon, 1.0 - epsilon)
+    return beta * ops.log(alpha + rest) - ops.log(p)
 
 
 def _take(x, index):
     return ops.squeeze(ops.take_along_axis(x, index, axis=-1), axis=-1)
-
-
-def _normalise(probs):
-    return probs / ops.sum(probs, axis=-1, keepdims=True)
 
 
 # --------------------------------------------------------------------------
@@ -542,31 +569,24 @@ def _normalise(probs):
 def _check_hyperparameters(alpha, beta, epsilon, label_smoothing):
     for name, value in (("alpha", alpha), ("beta", beta)):
         if not _is_number(value) or not value >= 0:
-            raise ValueError(
-                f"`{name}` must be a non-negative number. Received: {name}={value!r}"
-            )
+            raise ValueError(f"`{name}` must be a non-negative number. Received: {name}={value!r}")
     if not _is_number(epsilon) or not 0 < epsilon < 0.5:
-        raise ValueError(
-            f"`epsilon` must be in (0, 0.5). Received: epsilon={epsilon!r}"
-        )
+        raise ValueError(f"`epsilon` must be in (0, 0.5). Received: epsilon={epsilon!r}")
     if not _is_number(label_smoothing) or not 0 <= label_smoothing < 1:
         raise ValueError(
-            "`label_smoothing` must be in [0, 1). Received: "
-            f"label_smoothing={label_smoothing!r}"
+            f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing!r}"
         )
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        math.isfinite(value)
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and (math.isfinite(value))
     )
 
 
 def _canonical_axis(axis, rank):
     if not -rank <= axis < rank:
-        raise ValueError(
-            f"`axis`={axis} is out of range for `y_pred` of rank {rank}."
-        )
+        raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {rank}.")
     return axis % rank
 
 
@@ -610,9 +630,7 @@ def _is_sparse(y_true, y_pred, axis, rank):
 
 
 def _shapes_compatible(a, b):
-    return len(a) == len(b) and all(
-        x is None or y is None or x == y for x, y in zip(a, b)
-    )
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def _is_eager(x):
@@ -677,7 +695,7 @@ def _warn_if_not_probabilities(y_pred):
 
 
 def _warn_if_softmax_output(y_pred):
-    if hasattr(y_pred, "_keras_logits"):
+    if is_softmax_output(y_pred):
         warnings.warn(
             "`competing_ratio_loss` received `from_logits=True`, but `y_pred` was "
             "produced by a softmax activation and thus does not represent logits. "
@@ -691,5 +709,7 @@ def _is_float(dtype):
 
 
 def _dtype_bits(dtype):
+    """The width of a dtype: 16 for "bfloat16", 8 for "float8_e4m3fn"."""
     name = keras.backend.standardize_dtype(dtype)
-    return int("".join(c for c in name if c.isdigit()) or 32)
+    width = re.match(r"[a-z]*?(\d+)", name)
+    return int(width.group(1)) if width else 32

@@ -17,7 +17,6 @@ from tests.backend_utils import HAS_XLA
 from tests.backend_utils import value_and_grad
 from tests.backend_utils import xla
 
-
 # --------------------------------------------------------------------------
 # NumPy oracles, in float64.
 
@@ -52,6 +51,39 @@ def formula(logits, labels, alpha, beta):
     onehot = np.eye(p.shape[-1])[labels]
     grad = (1 + beta * p_y / (alpha + q))[:, None] * (p - onehot)
     return value, grad
+
+
+def crl64(pred, labels, alpha, beta, from_logits, eps=1e-7):
+    """The float64 oracle: each sample's loss and its gradient w.r.t. `pred`.
+
+    `pred` holds the float32 logits or probabilities the loss gets, here
+    taken exactly to float64; probabilities are normalised. The competing
+    mass is the competitors' sum, exact in float64. The clamps are the
+    documented ones: from probabilities `p_y` is clipped to
+    `[eps, 1 - eps]` (the competing mass to `[eps, 1 - eps]` with it), from
+    logits only `p_y <= 1 - eps` (the competing mass `>= eps`). A clamped
+    sample has zero gradient.
+    """
+    x = np.asarray(pred, "float64")
+    total = x.sum(-1, keepdims=True)
+    p = softmax64(x) if from_logits else x / total
+    onehot = np.eye(x.shape[-1])[labels]
+    p_y = (p * onehot).sum(-1)
+    q = (p * (1 - onehot)).sum(-1)
+    if from_logits:
+        value = -np.log(np.minimum(p_y, 1 - eps)) + beta * np.log(alpha + np.maximum(q, eps))
+        grad = (1 + beta * p_y / (alpha + q))[:, None] * (p - onehot)
+        free = p_y <= 1 - eps
+    else:
+        value = -np.log(np.clip(p_y, eps, 1 - eps)) + beta * np.log(
+            alpha + np.clip(q, eps, 1 - eps)
+        )
+        # d/dx of -log(x_y / S) and of log(alpha + sum_{j != y} x_j / S).
+        grad = (1 - onehot / p_y[:, None]) / total + beta * ((1 - onehot) - q[:, None]) / (
+            total * (alpha + q[:, None])
+        )
+        free = (p_y >= eps) & (p_y <= 1 - eps)
+    return value, np.where(free[:, None], grad, 0.0)
 
 
 def numeric_grad(fn, x, h=1e-6):
@@ -106,9 +138,7 @@ class TestValues:
         # Rows whose p_y is inside the clamp [1e-7, 1 - 1e-7]; see the
         # hopeless-sample test for the last row.
         logits, labels = LOGITS[:4], LABELS[:4]
-        value = competing_ratio_loss(
-            labels, logits, alpha=alpha, beta=beta, from_logits=True
-        )
+        value = competing_ratio_loss(labels, logits, alpha=alpha, beta=beta, from_logits=True)
         np.testing.assert_allclose(
             numpy(value), authors_crl(logits, labels, beta, alpha), atol=1e-5
         )
@@ -141,9 +171,7 @@ class TestValues:
     def test_gradient_matches_authors_code(self, alpha, beta):
         logits, labels = LOGITS[:4], LABELS[:4]
         _, grad = value_and_grad(
-            lambda z: competing_ratio_loss(
-                labels, z, alpha=alpha, beta=beta, from_logits=True
-            ),
+            lambda z: competing_ratio_loss(labels, z, alpha=alpha, beta=beta, from_logits=True),
             logits,
         )
         expected = numeric_grad(
@@ -154,10 +182,9 @@ class TestValues:
     def test_probabilities_match_authors_code(self):
         probs = softmax64(LOGITS).astype("float32")
         value = competing_ratio_loss(LABELS, probs)
-        np.testing.assert_allclose(
-            numpy(value), authors_crl(LOGITS, LABELS, 0.25), atol=1e-5
-        )
+        np.testing.assert_allclose(numpy(value), authors_crl(LOGITS, LABELS, 0.25), atol=1e-5)
         _, grad = value_and_grad(lambda p: competing_ratio_loss(LABELS, p), probs)
+
         # d/dp of -log p_y + beta log(1 - p_y), through the normalisation.
         def from_probs(q):
             q = np.clip(q / q.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
@@ -169,9 +196,7 @@ class TestValues:
 
     def test_beta_zero_is_cross_entropy(self):
         crl = competing_ratio_loss(LABELS, LOGITS, beta=0.0, from_logits=True)
-        ce = keras.losses.sparse_categorical_crossentropy(
-            LABELS, LOGITS, from_logits=True
-        )
+        ce = keras.losses.sparse_categorical_crossentropy(LABELS, LOGITS, from_logits=True)
         np.testing.assert_allclose(numpy(crl), numpy(ce), atol=1e-6)
         probs = softmax64(LOGITS).astype("float32")
         onehot = np.eye(4, dtype="float32")[LABELS]
@@ -235,9 +260,7 @@ class TestValues:
         smoothed = np.eye(4, dtype="float32")[LABELS] * (1 - s) + s / 4
         for from_logits, pred in ((True, LOGITS), (False, softmax64(LOGITS).astype("float32"))):
             expected = competing_ratio_loss(smoothed, pred, from_logits=from_logits)
-            sparse = competing_ratio_loss(
-                LABELS, pred, from_logits=from_logits, label_smoothing=s
-            )
+            sparse = competing_ratio_loss(LABELS, pred, from_logits=from_logits, label_smoothing=s)
             onehot = competing_ratio_loss(
                 np.eye(4, dtype="float32")[LABELS],
                 pred,
@@ -260,9 +283,7 @@ class TestValues:
         logits = rng.normal(size=(2, 5, 3, 3)).astype("float32")  # N, K, H, W
         labels = rng.integers(0, 5, size=(2, 3, 3))
         first = competing_ratio_loss(labels, logits, from_logits=True, axis=1)
-        last = competing_ratio_loss(
-            labels, np.moveaxis(logits, 1, -1), from_logits=True
-        )
+        last = competing_ratio_loss(labels, np.moveaxis(logits, 1, -1), from_logits=True)
         assert tuple(first.shape) == (2, 3, 3)
         np.testing.assert_allclose(numpy(first), numpy(last), atol=1e-6)
         onehot = np.moveaxis(np.eye(5, dtype="float32")[labels], -1, 1)
@@ -286,9 +307,7 @@ class TestNumerics:
         logits = logits_with_p_y(self.P_Y)
         labels = np.full(len(self.P_Y), 3)
         value, grad = value_and_grad(
-            lambda z: competing_ratio_loss(
-                labels, z, alpha=alpha, beta=beta, from_logits=True
-            ),
+            lambda z: competing_ratio_loss(labels, z, alpha=alpha, beta=beta, from_logits=True),
             logits,
         )
         expected_value, expected_grad = formula(logits, labels, alpha, beta)
@@ -305,6 +324,69 @@ class TestNumerics:
         np.testing.assert_allclose(value, expected_value, rtol=0, atol=1e-5)
         np.testing.assert_allclose(grad, expected_grad, rtol=0, atol=1e-5)
 
+    @pytest.mark.parametrize("targets", ["int", "onehot"])
+    @pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
+    def test_float32_matches_float64_oracle(self, from_logits, targets):
+        # The promise: float32 value (and gradient) within 1e-5 of the exact
+        # loss of the same float32 input for p_y up to 1 - 1e-6, on both
+        # paths. From probabilities (a softmax head, the default
+        # `from_logits=False`) that needs the competitors' sum: 1 - p_y is
+        # off by up to 0.1 there. Two rows are scaled by 1/2: the loss
+        # normalises.
+        logits = logits_with_p_y(self.P_Y)
+        if from_logits:
+            pred = logits
+        else:
+            pred = softmax64(logits).astype("float32")
+            pred[[2, 6]] *= 0.5
+        labels = np.full(len(self.P_Y), 3)
+        y_true = labels if targets == "int" else np.eye(10, dtype="float32")[labels]
+        for alpha in (0.0, 0.5, 1.0):
+            for beta in (0.25, 0.75, 1.0):
+                value, grad = value_and_grad(
+                    lambda x, alpha=alpha, beta=beta: competing_ratio_loss(
+                        y_true, x, alpha=alpha, beta=beta, from_logits=from_logits
+                    ),
+                    pred,
+                )
+                expected_value, expected_grad = crl64(pred, labels, alpha, beta, from_logits)
+                where = f"alpha={alpha}, beta={beta}"
+                np.testing.assert_allclose(value, expected_value, rtol=0, atol=1e-5, err_msg=where)
+                # d/dp_j grows like beta / (1 - p_y) (1e6 here): relative
+                # precision is what float32 can give.
+                np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-5, err_msg=where)
+
+    def test_one_minus_p_fails_the_oracle_on_probabilities(self):
+        # The oracle has teeth: 1 - p_y formed in float32, as the naive
+        # probability loss does, misses it by far more than 1e-5.
+        probs = softmax64(logits_with_p_y(self.P_Y)).astype("float32")
+        p = ops.convert_to_tensor(probs)
+        p_y = (p / ops.sum(p, axis=-1, keepdims=True))[:, 3]
+        naive = numpy(-ops.log(p_y) + 0.75 * ops.log(1.0 - p_y))
+        expected, _ = crl64(probs, np.full(len(self.P_Y), 3), 0.0, 0.75, False)
+        assert np.abs(naive - expected).max() > 1e-4
+
+    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+    @pytest.mark.parametrize("targets", ["int", "onehot"])
+    def test_16_bit_probabilities_computed_in_float32(self, dtype, targets):
+        # A mixed-precision softmax head: bfloat16 rounds p_y = 0.999 to 1,
+        # while the competitors' probabilities survive; the loss must see
+        # them summed in float32, and return the input dtype.
+        probs = softmax64(logits_with_p_y(self.P_Y)).astype("float32")
+        rounded = numpy(ops.cast(ops.cast(probs, dtype), "float32"))
+        labels = np.full(len(self.P_Y), 3)
+        y_true = labels if targets == "int" else np.eye(10, dtype="float32")[labels]
+        out = competing_ratio_loss(y_true, ops.cast(probs, dtype), beta=0.75)
+        assert keras.backend.standardize_dtype(out.dtype) == dtype
+        expected, _ = crl64(rounded, labels, 0.0, 0.75, False)
+        # Computed in float32, the only error is the final rounding to
+        # `dtype`: half its spacing (10 or 7 stored mantissa bits). The same
+        # computation in 16 bits is off by several spacings.
+        mantissa_bits = {"float16": 10, "bfloat16": 7}[dtype]
+        spacing = 2.0 ** (np.floor(np.log2(np.abs(expected))) - mantissa_bits)
+        error = np.abs(numpy(out) - expected)
+        assert np.all(error <= 0.5 * spacing + 1e-5), (error / spacing, numpy(out), expected)
+
     def test_naive_log_one_minus_p_fails_this_check(self):
         # The check above has teeth: log(1 - softmax) in float32 misses it.
         logits = logits_with_p_y(self.P_Y)
@@ -313,26 +395,51 @@ class TestNumerics:
         expected, _ = formula(logits, np.full(len(self.P_Y), 3), 0.0, 0.25)
         assert np.abs(naive - expected).max() > 1e-4
 
-    def test_clamp_stops_the_push_past_one_minus_epsilon(self):
+    @pytest.mark.parametrize("targets", ["int", "onehot"])
+    def test_clamp_stops_the_push_past_one_minus_epsilon(self, targets):
         logits = logits_with_p_y(np.array([1 - 1e-9]))
+        y_true = [3] if targets == "int" else np.eye(10, dtype="float32")[[3]]
         value, grad = value_and_grad(
-            lambda z: competing_ratio_loss([3], z, alpha=0.0, beta=1.0, from_logits=True),
+            lambda z: competing_ratio_loss(y_true, z, alpha=0.0, beta=1.0, from_logits=True),
             logits,
         )
         eps = 1e-7
         np.testing.assert_allclose(value, [-np.log1p(-eps) + np.log(eps)], rtol=1e-6)
         assert np.all(grad == 0)
 
+    @pytest.mark.parametrize("targets", ["int", "onehot"])
+    @pytest.mark.parametrize("alpha,beta", [(0.0, 1.0), (1.0, 0.25)])
+    def test_probability_clamp_at_both_ends(self, alpha, beta, targets):
+        # From probabilities p_y is clipped to [epsilon, 1 - epsilon], as in
+        # the authors' code: a sample past either end is frozen at the
+        # clamp's value, with zero gradient.
+        probs = np.full((2, 10), 1e-10, "float32")
+        probs[0, 3] = 1.0  # competing mass 9e-10 < epsilon
+        probs[1, 3], probs[1, 0] = 1e-9, 1.0  # p_y = 1e-9 < epsilon
+        labels = np.array([3, 3])
+        y_true = labels if targets == "int" else np.eye(10, dtype="float32")[labels]
+        value, grad = value_and_grad(
+            lambda p: competing_ratio_loss(y_true, p, alpha=alpha, beta=beta), probs
+        )
+        eps = 1e-7
+        expected = [
+            -np.log1p(-eps) + beta * np.log(alpha + eps),
+            -np.log(eps) + beta * np.log(alpha + 1 - eps),
+        ]
+        np.testing.assert_allclose(value, expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            value, crl64(probs, labels, alpha, beta, False)[0], rtol=0, atol=1e-5
+        )
+        assert np.all(grad == 0)
+
     @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
     @pytest.mark.parametrize("alpha", [0.0, 1.0])
     def test_extreme_logits_stay_finite(self, dtype, alpha):
-        logits = np.array(
-            [[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [0.0, 1e4, 1e4]], "float32"
-        )
+        logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [0.0, 1e4, 1e4]], "float32")
         labels = np.array([0, 0, 2])
         for targets in (labels, np.eye(3, dtype="float32")[labels]):
             value, grad = value_and_grad(
-                lambda z: competing_ratio_loss(
+                lambda z, targets=targets: competing_ratio_loss(
                     targets, ops.cast(z, dtype), alpha=alpha, from_logits=True
                 ),
                 logits,
@@ -394,25 +501,19 @@ class TestLossClass:
         )
 
     def test_mask_on_predictions(self):
-        from keras.src.backend import set_keras_mask
+        from keras_crl._keras_compat import set_keras_mask
 
         mask = np.array([True, False, True, True, False])
         y_pred = ops.convert_to_tensor(LOGITS)
         set_keras_mask(y_pred, ops.convert_to_tensor(mask))
         value = CompetingRatioLoss(from_logits=True)(LABELS, y_pred)
-        np.testing.assert_allclose(
-            float(value), self.per_sample()[mask].mean(), rtol=1e-5
-        )
+        np.testing.assert_allclose(float(value), self.per_sample()[mask].mean(), rtol=1e-5)
 
     def test_ignore_class(self):
         labels = np.array([0, -1, 2, -1, 0])
-        value = numpy(
-            competing_ratio_loss(labels, LOGITS, from_logits=True, ignore_class=-1)
-        )
+        value = numpy(competing_ratio_loss(labels, LOGITS, from_logits=True, ignore_class=-1))
         keep = labels != -1
-        expected = numpy(
-            competing_ratio_loss(labels[keep], LOGITS[keep], from_logits=True)
-        )
+        expected = numpy(competing_ratio_loss(labels[keep], LOGITS[keep], from_logits=True))
         np.testing.assert_allclose(value[keep], expected, atol=1e-5)
         assert np.all(value[~keep] == 0)
         mean = CompetingRatioLoss(from_logits=True, ignore_class=-1)(labels, LOGITS)
@@ -435,8 +536,15 @@ class TestLossClass:
 
     def test_config_round_trip(self):
         loss = CompetingRatioLoss(
-            alpha=1.0, beta=0.5, from_logits=True, label_smoothing=0.1,
-            ignore_class=-1, axis=1, epsilon=1e-6, reduction="sum", name="crl",
+            alpha=1.0,
+            beta=0.5,
+            from_logits=True,
+            label_smoothing=0.1,
+            ignore_class=-1,
+            axis=1,
+            epsilon=1e-6,
+            reduction="sum",
+            name="crl",
             dtype="bfloat16",
         )
         restored = keras.losses.deserialize(keras.losses.serialize(loss))
@@ -468,7 +576,11 @@ class TestLossClass:
 def tiny_model(num_classes=4, seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(num_classes)]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(num_classes),
+        ]
     )
 
 
@@ -503,7 +615,9 @@ class TestWithKeras:
             {"sample_weight": np.array([class_weight[c] for c in y], "float32")},
         ):
             model = tiny_model()
-            model.compile(optimizer=keras.optimizers.SGD(0.1), loss=CompetingRatioLoss(from_logits=True))
+            model.compile(
+                optimizer=keras.optimizers.SGD(0.1), loss=CompetingRatioLoss(from_logits=True)
+            )
             model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0, **kwargs)
             weights.append([numpy(w) for w in model.weights])
         for a, b in zip(*weights):
@@ -540,7 +654,9 @@ class TestWithKeras:
             try:
                 keras.config.set_dtype_policy(policy)
                 model = tiny_model()
-                model.compile(optimizer=keras.optimizers.SGD(0.1), loss=CompetingRatioLoss(from_logits=True))
+                model.compile(
+                    optimizer=keras.optimizers.SGD(0.1), loss=CompetingRatioLoss(from_logits=True)
+                )
                 history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
             finally:
                 keras.config.set_dtype_policy("float32")
@@ -558,7 +674,9 @@ class TestWithKeras:
                 jit_compile=jit,
                 run_eagerly=not jit,
             )
-            results.append(model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0).history["loss"])
+            results.append(
+                model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0).history["loss"]
+            )
         np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
 
     @pytest.mark.skipif(not HAS_XLA, reason="XLA compilation exists on TensorFlow and JAX only")
@@ -634,9 +752,7 @@ class TestBadInput:
 
     def test_ignore_class_with_soft_targets(self):
         with pytest.raises(ValueError, match="ignore_class"):
-            competing_ratio_loss(
-                np.eye(4, dtype="float32")[LABELS], LOGITS, ignore_class=0
-            )
+            competing_ratio_loss(np.eye(4, dtype="float32")[LABELS], LOGITS, ignore_class=0)
 
     def test_logits_passed_as_probabilities_warn(self):
         with pytest.warns(UserWarning, match="from_logits=True"):
@@ -649,8 +765,30 @@ class TestBadInput:
     def test_softmax_output_passed_as_logits_warns(self):
         probs = keras.activations.softmax(ops.convert_to_tensor(LOGITS))
         if not hasattr(probs, "_keras_logits"):
-            # Some backends' arrays take no attributes; Keras cannot tag them.
-            assert BACKEND == "jax"
-            return
+            # Keras marks a softmax output by setting `_keras_logits` on it
+            # (all three pinned backends' arrays take it). An array type that
+            # takes no attributes (some JAX versions) leaves nothing to
+            # detect; one that does but was not marked is a failure.
+            with pytest.raises(AttributeError):
+                probs._keras_logits = None
+            pytest.skip(
+                f"{BACKEND}: {type(probs).__name__} takes no attributes, so Keras "
+                "cannot mark a softmax output for the loss to detect"
+            )
         with pytest.warns(UserWarning, match="softmax"):
             competing_ratio_loss(LABELS, probs, from_logits=True)
+        # A tensor that merely holds probabilities is not flagged: only the mark.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            competing_ratio_loss(LABELS, softmax64(LOGITS).astype("float32"), from_logits=True)
+
+
+def test_dtype_width_reads_the_bits_not_every_digit():
+    from keras_crl.losses import _dtype_bits
+
+    # "float8_e4m3fn" once read as 843 bits, so float8 inputs skipped the
+    # float32 upcast.
+    assert [
+        _dtype_bits(d)
+        for d in ("float8_e4m3fn", "float8_e5m2", "bfloat16", "float16", "float32", "float64")
+    ] == [8, 8, 16, 16, 32, 64]
