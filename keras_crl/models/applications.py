@@ -141,6 +141,8 @@ def keras_cv_backbone_model(
     Example:
 
     >>> model = keras_cv_backbone_model(10, input_shape=(64, 64, 3))
+    >>> model.output_shape
+    (None, 10)
     """
     # Imported here: keras-cv is optional and importing it always pulls in
     # TensorFlow, which users of the torch or jax backends may not have.
