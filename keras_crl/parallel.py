@@ -1,7 +1,10 @@
 """Data-parallel training with each backend's own engine.
 
 - JAX: `keras.distribution.DataParallel` over the devices of one process.
-- TensorFlow: `tf.distribute.MirroredStrategy` over the devices of one process.
+- TensorFlow: `tf.distribute.MirroredStrategy` over the devices of one
+  process, with synchronized batch norm (see `for_training`). A process that
+  sees only one CPU splits it into N logical CPUs, as JAX's
+  `--xla_force_host_platform_device_count=N` does.
 - PyTorch: `torch.nn.parallel.DistributedDataParallel`, one process per
   device, started by `torchrun` (gloo on CPU, NCCL on GPUs). `keras-crl train
   --backend torch --devices N` starts torchrun itself.
@@ -9,6 +12,10 @@
 In all three, the batch size is the global batch: each replica computes the
 loss's mean over its equal share and the gradients are averaged, so one step
 equals the one-device step on the whole batch (tests/cross_backend prove it).
+Batch norm: JAX (one program over the sharded global batch) and TensorFlow
+(synchronized) normalise with the global batch's statistics, exactly as one
+device; torch normalises with each process's share and averages the moving
+statistics before every evaluation (`AverageReplicas`).
 """
 
 import contextlib
@@ -17,6 +24,8 @@ import sys
 
 import keras
 import numpy as np
+
+from keras_crl import _keras_compat
 
 
 def _torch_world():
@@ -54,8 +63,14 @@ def torchrun_command(devices, argv):
         A list for `subprocess` / `os.execv`.
     """
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={devices}", "-m", "keras_crl.cli", *argv,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={devices}",
+        "-m",
+        "keras_crl.cli",
+        *argv,
     ]
 
 
@@ -65,8 +80,14 @@ def data_parallel(devices):
 
     JAX and TensorFlow: the model must be built and compiled inside. Torch:
     the process must have been started by torchrun with `WORLD_SIZE ==
-    devices`; the process group is joined here and left at the end, and the
-    model must be wrapped with `for_training` before `compile`.
+    devices`; the process group is joined here and left at the end. On
+    every backend pass the model through `for_training` before `compile`
+    (TensorFlow: synchronized batch norm; torch: DistributedDataParallel).
+
+    TensorFlow on a machine with one CPU and no accelerator: the CPU is split
+    into `devices` logical CPUs (at most one per core), which only works
+    before TensorFlow has initialised its devices (it stays split for the
+    rest of the process).
 
     Args:
         devices: Number of data-parallel replicas.
@@ -76,8 +97,9 @@ def data_parallel(devices):
     ```python
     with data_parallel(2):
         model = build()
-        model.compile(...)
-        model.fit(...)
+        trainer = for_training(model)
+        trainer.compile(...)
+        trainer.fit(...)
     ```
     """
     if devices == 1:
@@ -88,27 +110,85 @@ def data_parallel(devices):
         with _torch_process_group(devices):
             yield
         return
+    if backend == "tensorflow":
+        _split_tensorflow_cpu(devices)
     available = keras.distribution.list_devices()
     if devices > len(available):
+        how = (
+            "JAX can split the host with XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "set before it starts"
+            if backend == "jax"
+            else f"TensorFlow splits a single CPU into N <= {_cores()} (cores) logical CPUs "
+            "when nothing has initialised its devices before data_parallel(N)"
+        )
         raise ValueError(
             f"Asked for devices={devices}, but this process sees {len(available)}: "
-            f"{available}. (On CPU, JAX can split the host with "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=N.)"
+            f"{available}. (On CPU, {how}.)"
         )
     if backend == "jax":
+        previous = keras.distribution.distribution()
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(devices=available[:devices])
         )
         try:
             yield
         finally:
-            keras.distribution.set_distribution(None)
+            keras.distribution.set_distribution(previous)
     else:
-        import tensorflow as tf
-
-        # Keras lists "cpu:0"; TensorFlow wants "/cpu:0".
-        with tf.distribute.MirroredStrategy([f"/{d}" for d in available[:devices]]).scope():
+        with _mirrored_strategy(tuple(available[:devices])).scope():
             yield
+
+
+_STRATEGIES = {}
+
+
+def _mirrored_strategy(devices):
+    """One MirroredStrategy per device set for the whole process.
+
+    With a new strategy for each training, the synchronized batch norm of a
+    second training in the same process failed: TensorFlow matched its
+    all-reduces with the first model's ("Shape mismatch in the collective
+    instance 100"), as both strategies number their collectives alike.
+    """
+    import tensorflow as tf
+
+    if devices not in _STRATEGIES:
+        # Keras lists "cpu:0"; TensorFlow wants "/cpu:0".
+        _STRATEGIES[devices] = tf.distribute.MirroredStrategy([f"/{d}" for d in devices])
+    return _STRATEGIES[devices]
+
+
+def _cores():
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _split_tensorflow_cpu(devices):
+    """On a host with one CPU and nothing else, makes `devices` logical CPUs.
+
+    What `--xla_force_host_platform_device_count` is for JAX: it lets
+    MirroredStrategy run (and be tested) on one CPU. At most one logical CPU
+    per core (more replicas than cores gain nothing). Left alone when there
+    is an accelerator, more than one CPU, a logical split already, or when
+    TensorFlow has already initialised its devices (it cannot be changed
+    then); `data_parallel` then reports how many devices it sees.
+    """
+    import tensorflow as tf
+
+    physical = tf.config.list_physical_devices()
+    cpus = [d for d in physical if d.device_type == "CPU"]
+    if not 2 <= devices <= _cores() or len(physical) != 1 or len(cpus) != 1:
+        return
+    if tf.config.get_logical_device_configuration(cpus[0]):
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * devices
+        )
+    except RuntimeError:
+        pass  # Initialised already.
 
 
 @contextlib.contextmanager
@@ -156,9 +236,27 @@ def for_training(model):
     """The model `compile` and `fit` should see: `model` itself, or on torch
     under a process group, `model` run through DistributedDataParallel.
 
+    Under a TensorFlow distribution strategy with several replicas, every
+    `BatchNormalization` layer of `model` is switched to `synchronized=True`
+    (global-batch statistics, all-reduced over the replicas), so a step
+    equals the one-device step: per-replica statistics would normalise each
+    share with its own moments, and each replica would keep its own moving
+    statistics in its copy of the variable (MirroredStrategy does not
+    aggregate assignments of non-trainable variables made in a replica), so
+    replicas would evaluate different models and only the first one's would
+    be saved.
+
     Weights are shared with `model` (same variables, same order), so save
     and load them through `model`.
     """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            for layer in _keras_compat.flatten_layers(model):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        return model
     if _torch_world()[1] == 1:
         return model
     return TorchDataParallel(model)
@@ -205,8 +303,7 @@ class ShardBatches(keras.utils.PyDataset):
         super().__init__()
         if pipeline.batch_size % world:
             raise ValueError(
-                f"batch_size={pipeline.batch_size} must divide evenly over "
-                f"devices={world}."
+                f"batch_size={pipeline.batch_size} must divide evenly over devices={world}."
             )
         self.pipeline = pipeline
         self.rank = rank
