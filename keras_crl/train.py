@@ -12,9 +12,7 @@ backend.
 
 import dataclasses
 import json
-import math
-import os
-import time
+import sys
 from pathlib import Path
 
 import keras
@@ -23,6 +21,11 @@ import numpy as np
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl import parallel
+from keras_crl import run_folder
+from keras_crl.callbacks import BestWeights
+from keras_crl.callbacks import EpochTimer
+from keras_crl.callbacks import StateCheckpoint
+from keras_crl.callbacks import StopOnNaN
 from keras_crl.losses import CompetingRatioLoss
 from keras_crl.losses import NegativeLogLikelihoodRatioLoss
 from keras_crl.recipes import get_recipe
@@ -129,14 +132,14 @@ def make_loss(name, alpha=0.0, beta=0.25, label_smoothing=0.0):
             alpha=alpha, beta=beta, from_logits=True, label_smoothing=label_smoothing
         )
     if name == "nllr":
-        return NegativeLogLikelihoodRatioLoss(
-            from_logits=True, label_smoothing=label_smoothing
-        )
+        return NegativeLogLikelihoodRatioLoss(from_logits=True, label_smoothing=label_smoothing)
     if name == "ce":
         # CRL with beta = 0 is cross-entropy, with the same label handling
         # (integer labels and label smoothing) as the other two.
         return CompetingRatioLoss(
-            beta=0.0, from_logits=True, label_smoothing=label_smoothing,
+            beta=0.0,
+            from_logits=True,
+            label_smoothing=label_smoothing,
             name="cross_entropy",
         )
     raise ValueError(f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)}.")
@@ -148,8 +151,7 @@ def check_config(config):
         raise ValueError(f"Unknown loss {config.loss!r}. Valid losses: {', '.join(LOSSES)}.")
     if config.model not in models_lib.list_models():
         raise ValueError(
-            f"Unknown model {config.model!r}. Valid models: "
-            f"{', '.join(models_lib.list_models())}."
+            f"Unknown model {config.model!r}. Valid models: {', '.join(models_lib.list_models())}."
         )
     if config.dataset not in data_lib.list_datasets():
         raise ValueError(
@@ -157,11 +159,11 @@ def check_config(config):
             f"{', '.join(data_lib.list_datasets())}."
         )
     if not isinstance(config.devices, int) or config.devices < 1:
-        raise ValueError(f"`devices` must be a positive integer. Received: devices={config.devices!r}")
-    if config.precision not in PRECISIONS:
         raise ValueError(
-            f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}."
+            f"`devices` must be a positive integer. Received: devices={config.devices!r}"
         )
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}.")
     make_loss(config.loss, config.alpha, config.beta, config.label_smoothing)
     config.resolved_recipe()
 
@@ -178,6 +180,12 @@ def train(config, callbacks=()):
         loss of the best-on-validation weights, best epoch, time per epoch and
         images per second.
 
+    The dtype policy and the distribution are restored when it returns. The
+    determinism switches stay on (`reproducible.make_deterministic`: seeded
+    Python, NumPy and backend generators, TensorFlow op determinism, torch
+    deterministic algorithms): they are process-wide and cannot be undone
+    on every backend.
+
     Example:
 
     ```python
@@ -190,12 +198,13 @@ def train(config, callbacks=()):
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     make_deterministic(config.seed)
+    policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
         with parallel.data_parallel(config.devices):
             return _train(config, recipe, run_dir, list(callbacks))
     finally:
-        keras.config.set_dtype_policy("float32")
+        keras.config.set_dtype_policy(policy)
 
 
 def _train(config, recipe, run_dir, callbacks):
@@ -214,16 +223,24 @@ def _train(config, recipe, run_dir, callbacks):
     initial_epoch = 0
     resuming = config.resume and state_path.exists()
     if resuming:
-        initial_epoch = int(np.load(state_path, allow_pickle=False)["epoch"])
+        initial_epoch = run_folder.state_epoch(state_path)
 
     # Split across devices, every batch must divide evenly: with devices > 1
     # the last partial batch is dropped (metrics.json counts the test images).
-    pipeline = dict(mean=ds.mean, std=ds.std, data_format=config.data_format,
-                    drop_remainder=config.devices > 1)
+    pipeline = dict(
+        mean=ds.mean, std=ds.std, data_format=config.data_format, drop_remainder=config.devices > 1
+    )
     augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
     train_data = data_lib.BatchPipeline(
-        x_train, y_train, recipe.batch_size, augment=recipe.augment, shuffle=True,
-        seed=config.seed, initial_epoch=initial_epoch, **augmentation, **pipeline,
+        x_train,
+        y_train,
+        recipe.batch_size,
+        augment=recipe.augment,
+        shuffle=True,
+        seed=config.seed,
+        initial_epoch=initial_epoch,
+        **augmentation,
+        **pipeline,
     )
     # One process per device (torch): each trains on its share of the batch
     # and evaluates everything; only the chief writes the run folder.
@@ -235,11 +252,14 @@ def _train(config, recipe, run_dir, callbacks):
     if config.data_format == "channels_first":
         input_shape = (input_shape[2], input_shape[0], input_shape[1])
     model = models_lib.get_model(
-        config.model, num_classes=ds.num_classes, input_shape=input_shape,
-        data_format=config.data_format, **config.model_options,
+        config.model,
+        num_classes=ds.num_classes,
+        input_shape=input_shape,
+        data_format=config.data_format,
+        **config.model_options,
     )
     if config.init_weights:
-        model.load_weights(config.init_weights)
+        run_folder.load_weights(model, config.init_weights)
     elif not config.model_options.get("weights"):
         # Pretrained weights stay; everything else starts the same everywhere.
         numpy_initialise(model, config.seed)
@@ -252,18 +272,22 @@ def _train(config, recipe, run_dir, callbacks):
         jit_compile=config.jit,
     )
     if resuming:
-        load_state(trainer, state_path)
+        run_folder.load_state(trainer, state_path)
 
     if resuming and chief:
-        _truncate_log(run_dir / "log.csv", initial_epoch)
+        run_folder.truncate_log(run_dir / "log.csv", initial_epoch)
     if chief:
-        _write_json(run_dir / "config.json", describe(config, recipe, ds))
+        run_folder.write_json(run_dir / "config.json", describe(config, recipe, ds))
     timer = EpochTimer(len(y_train))
-    writers = [
-        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
-        BestWeights(run_dir / "best.weights.h5", resume=resuming, weights_of=model),
-        StateCheckpoint(state_path),
-    ] if chief else []
+    writers = (
+        [
+            keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
+            BestWeights(run_dir / "best.weights.h5", resume=resuming, weights_of=model),
+            StateCheckpoint(state_path),
+        ]
+        if chief
+        else []
+    )
     callbacks = [
         parallel.AverageReplicas(),
         data_lib.EpochSync(train_data),
@@ -292,7 +316,7 @@ def _train(config, recipe, run_dir, callbacks):
     if best_path.exists():
         model.load_weights(best_path)
     test_loss, test_accuracy = trainer.evaluate(test_data, verbose=0)
-    log = read_log(run_dir / "log.csv")
+    log = run_folder.read_log(run_dir / "log.csv")
     best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
     metrics = {
         "backend": keras.backend.backend(),
@@ -307,14 +331,16 @@ def _train(config, recipe, run_dir, callbacks):
         "test_images": len(test_data) * recipe.batch_size if config.devices > 1 else len(ds.y_test),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
-        "best_val_accuracy": float(log["val_accuracy"][best_epoch]) if best_epoch is not None else None,
+        "best_val_accuracy": float(log["val_accuracy"][best_epoch])
+        if best_epoch is not None
+        else None,
         "final_train_loss": float(log["loss"][-1]) if "loss" in log else None,
         "seconds_per_epoch": timer.median_seconds(),
         "images_per_second": timer.images_per_second(),
     }
     if chief:
-        _write_json(run_dir / "metrics.json", metrics)
-        plot_curves(log, run_dir)
+        run_folder.write_json(run_dir / "metrics.json", metrics)
+        run_folder.plot_curves(log, run_dir)
     return metrics
 
 
@@ -338,189 +364,19 @@ def describe(config, recipe, ds):
     }
 
 
-# --------------------------------------------------------------------------
-# Checkpoints: atomic, backend-neutral (plain NumPy arrays, no pickle).
+def main(argv=None):
+    """`python -m keras_crl.train CONFIG.json`: `train()` in a process of its own.
 
-
-def save_state(model, epoch, path):
-    """Writes weights, optimizer variables and `epoch` to `path` atomically."""
-    arrays = {"epoch": np.asarray(epoch)}
-    for i, v in enumerate(model.weights):
-        arrays[f"w{i}"] = keras.ops.convert_to_numpy(v)
-    for i, v in enumerate(model.optimizer.variables):
-        arrays[f"o{i}"] = keras.ops.convert_to_numpy(v)
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    # A kill before this line leaves the previous state intact.
-    os.replace(tmp, path)
-
-
-def load_state(model, path):
-    """Restores what `save_state` wrote; returns the epoch."""
-    with np.load(path, allow_pickle=False) as state:
-        weights = model.weights
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        opt_vars = model.optimizer.variables
-        n_w = sum(k.startswith("w") for k in state.files)
-        n_o = sum(k.startswith("o") for k in state.files)
-        if (n_w, n_o) != (len(weights), len(opt_vars)):
-            raise ValueError(
-                f"{path} holds {n_w} weights and {n_o} optimizer variables; the "
-                f"model has {len(weights)} and {len(opt_vars)}. Was it written by "
-                "another model or optimizer?"
-            )
-        for i, v in enumerate(weights):
-            v.assign(state[f"w{i}"])
-        for i, v in enumerate(opt_vars):
-            v.assign(state[f"o{i}"])
-        return int(state["epoch"])
-
-
-def _truncate_log(path, epochs):
-    """Drops log rows of epochs after the checkpoint (a kill between the
-    CSV row and the checkpoint would otherwise log that epoch twice)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [l for l in lines[1:] if l.strip() and int(float(l.split(",")[0])) < epochs]
-    path.write_text("".join(kept))
-
-
-def _write_json(path, obj):
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-class StateCheckpoint(keras.callbacks.Callback):
-    """Saves the full training state after every epoch, atomically."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not (logs and math.isnan(logs.get("loss", 0.0))):
-            save_state(self.model, epoch + 1, self.path)
-
-
-class BestWeights(keras.callbacks.Callback):
-    """Keeps the weights of the best validation accuracy (ties: earliest)."""
-
-    def __init__(self, path, resume=False, weights_of=None):
-        super().__init__()
-        self.path = Path(path)
-        self.weights_of = weights_of
-        self.best = -1.0
-        if resume and self.path.with_suffix(".json").exists():
-            self.best = json.loads(self.path.with_suffix(".json").read_text())["val_accuracy"]
-
-    def on_epoch_end(self, epoch, logs=None):
-        accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is None or not accuracy > self.best:
-            return
-        self.best = float(accuracy)
-        tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        (self.weights_of or self.model).save_weights(tmp)
-        os.replace(tmp, self.path)
-        _write_json(self.path.with_suffix(".json"), {"epoch": epoch, "val_accuracy": self.best})
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Stops at the first non-finite loss, naming the epoch and step.
-
-    The state checkpoint of the last finished epoch is kept untouched.
+    How `compare_backends` (and anything else that needs another Keras
+    backend) trains: the file holds `dataclasses.asdict(TrainConfig(...))`,
+    and the process's backend is its `KERAS_BACKEND`.
     """
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-            raise FloatingPointError(
-                f"The loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}. "
-                "The last good checkpoint (end of the previous epoch) is kept; lower "
-                "the learning rate or check the data."
-            )
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m keras_crl.train CONFIG.json")
+    train(TrainConfig(**json.loads(Path(argv[0]).read_text())))
+    return 0
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch, for time per epoch and images per second."""
-
-    def __init__(self, num_images):
-        super().__init__()
-        self.num_images = num_images
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
-
-    def median_seconds(self):
-        # The first epoch carries compilation; leave it out when we can.
-        times = self.seconds[1:] or self.seconds
-        return float(np.median(times)) if times else None
-
-    def images_per_second(self):
-        median = self.median_seconds()
-        return self.num_images / median if median else None
-
-
-# --------------------------------------------------------------------------
-# Logs and plots.
-
-
-def read_log(path):
-    """`log.csv` as a dict of column -> NumPy array."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
-    if len(lines) < 2:
-        return {}
-    header = lines[0].split(",")
-    rows = [l.split(",") for l in lines[1:] if not l.startswith("epoch")]
-    return {
-        name: np.array([float(r[i]) for r in rows]) for i, name in enumerate(header)
-    }
-
-
-def plot_curves(log, run_dir, runs=None):
-    """Writes `loss.png` and `accuracy.png`: train and validation curves.
-
-    Args:
-        log: `read_log` output of one run, or None when `runs` is given.
-        run_dir: Output folder.
-        runs: Optional mapping label -> log to overlay several runs.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    runs = runs or {"": log}
-    for metric in ("loss", "accuracy"):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        drawn = False
-        for label, curves in runs.items():
-            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-                if key in curves:
-                    name = f"{label} {key}".strip()
-                    ax.plot(curves["epoch"] + 1, curves[key], style, label=name)
-                    drawn = True
-        if drawn:
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(metric)
-            ax.legend()
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(Path(run_dir) / f"{metric}.png", dpi=100)
-        plt.close(fig)
+if __name__ == "__main__":
+    sys.exit(main())

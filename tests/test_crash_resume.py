@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_crl.compare import read_weights
-from keras_crl.train import read_log
+from keras_crl.run_folder import read_log
+from keras_crl.run_folder import read_weights
 from tests.train_probe import read_progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +27,42 @@ BACKEND = keras.backend.backend()
 # Resuming on "the next" backend covers every pair's direction once per suite.
 OTHER = {"tensorflow": "torch", "torch": "jax", "jax": "tensorflow"}[BACKEND]
 EPOCHS, STEPS = 4, 8  # 256 images in batches of 32
-ARGS = ["train", "--epochs", str(EPOCHS), "--batch-size", "32", "--limit", "256",
-        "--lr", "0.02", "--verbose", "0"]
+ARGS = [
+    "train",
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    "32",
+    "--limit",
+    "256",
+    "--lr",
+    "0.02",
+    "--verbose",
+    "0",
+]
 KILL_AT = (2, 3)  # epoch 3 of 4 (0-based 2), after its 4th step
 
 
 def start(run_dir, progress, backend, *extra, pause_at=None):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     probe = ["--pause-at", ":".join(map(str, pause_at))] if pause_at else []
-    command = [sys.executable, "-m", "tests.train_probe", str(progress), *probe, "--",
-               *ARGS, "--backend", backend, "--run-dir", str(run_dir), *extra]
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "tests.train_probe",
+        str(progress),
+        *probe,
+        "--",
+        *ARGS,
+        "--backend",
+        backend,
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(proc):
@@ -52,8 +76,10 @@ def all_steps(epochs):
 
 def test_sigkill_inside_an_epoch_then_resume_here_and_on_another_backend(tmp_path):
     finish(start(tmp_path / "full", tmp_path / "full.progress", BACKEND))
-    assert read_progress(tmp_path / "full.progress") == (all_steps(range(EPOCHS)),
-                                                         list(range(EPOCHS)))
+    assert read_progress(tmp_path / "full.progress") == (
+        all_steps(range(EPOCHS)),
+        list(range(EPOCHS)),
+    )
 
     run, progress = tmp_path / "killed", tmp_path / "killed.progress"
     proc = start(run, progress, BACKEND, pause_at=KILL_AT)
@@ -89,8 +115,9 @@ def test_sigkill_inside_an_epoch_then_resume_here_and_on_another_backend(tmp_pat
         else:
             np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
     assert list(read_log(run / "log.csv")["epoch"]) == list(range(EPOCHS))
-    np.testing.assert_allclose(read_log(run / "log.csv")["loss"],
-                               read_log(tmp_path / "full/log.csv")["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        read_log(run / "log.csv")["loss"], read_log(tmp_path / "full/log.csv")["loss"], rtol=1e-6
+    )
     assert not list(run.glob("*.tmp"))
 
     # Resumed on another backend from the same checkpoint: again only the
@@ -103,5 +130,4 @@ def test_sigkill_inside_an_epoch_then_resume_here_and_on_another_backend(tmp_pat
         assert np.abs(moved[key] - full[key]).max() <= 1e-5 * scale, (OTHER, key)
     log = read_log(other / "log.csv")
     assert list(log["epoch"]) == list(range(EPOCHS))
-    np.testing.assert_allclose(log["loss"], read_log(tmp_path / "full/log.csv")["loss"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(log["loss"], read_log(tmp_path / "full/log.csv")["loss"], rtol=1e-5)
