@@ -22,23 +22,33 @@ import sys
 import tempfile
 import time
 
+from keras_crl.backends import BACKENDS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BACKENDS = ("jax", "tensorflow", "torch")
 GOALS = {"loss": 1.10, "train": 1.02, "vs_torch": 1.0, "pipeline": 5.0}
 
 # Default and --quick settings. `loss_sizes` are (batch, classes).
 SETTINGS = {
     "default": dict(
-        loss_sizes=[(256, 10), (256, 100), (1024, 1000)], loss_repeats=9,
-        loss_target_s=0.03, train_batch=64, train_repeats=4,
+        loss_sizes=[(256, 10), (256, 100), (1024, 1000)],
+        loss_repeats=9,
+        loss_target_s=0.03,
+        train_batch=64,
+        train_repeats=4,
         memory_sizes=[(256, 100_000), (1024, 100_000)],
-        pipeline_batches=20, tf_graph=True,
+        pipeline_batches=20,
+        tf_graph=True,
     ),
     "quick": dict(
-        loss_sizes=[(256, 10)], loss_repeats=3,
-        loss_target_s=0.01, train_batch=8, train_repeats=2,
-        memory_sizes=[(256, 20_000)], pipeline_batches=4, tf_graph=False,
+        loss_sizes=[(256, 10)],
+        loss_repeats=3,
+        loss_target_s=0.01,
+        train_batch=8,
+        train_repeats=2,
+        memory_sizes=[(256, 20_000)],
+        pipeline_batches=4,
+        tf_graph=False,
     ),
 }
 
@@ -110,8 +120,13 @@ def thread_env(threads):
     xla = os.environ.get("XLA_FLAGS", "")
     if threads == 1:
         xla += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
-            "TF_NUM_INTEROP_THREADS": n, "XLA_FLAGS": xla.strip()}
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "TF_NUM_INTRAOP_THREADS": n,
+        "TF_NUM_INTEROP_THREADS": n,
+        "XLA_FLAGS": xla.strip(),
+    }
 
 
 def verdict(value, goal, higher_is_better=False):
@@ -240,13 +255,22 @@ def bench_loss(backend, cfg):
                     sync(f())
                 number = calls_for(f_ce, cfg["loss_target_s"], sync)
                 t_crl, t_ce = interleaved([f_crl, f_ce], cfg["loss_repeats"], number, sync)
-                rows.append(dict(
-                    backend=backend, batch=batch, classes=classes, labels=kind, mode=mode,
-                    crl_us=statistics.median(t_crl) * 1e6, ce_us=statistics.median(t_ce) * 1e6,
-                    ratio=median_ratio(t_crl, t_ce),
-                ))
-                print(f"  loss {backend} {batch}x{classes} {kind} {mode}: "
-                      f"{rows[-1]['ratio']:.2f}x", flush=True)
+                rows.append(
+                    dict(
+                        backend=backend,
+                        batch=batch,
+                        classes=classes,
+                        labels=kind,
+                        mode=mode,
+                        crl_us=statistics.median(t_crl) * 1e6,
+                        ce_us=statistics.median(t_ce) * 1e6,
+                        ratio=median_ratio(t_crl, t_ce),
+                    )
+                )
+                print(
+                    f"  loss {backend} {batch}x{classes} {kind} {mode}: {rows[-1]['ratio']:.2f}x",
+                    flush=True,
+                )
     return rows
 
 
@@ -287,15 +311,20 @@ def bench_memory(backend, cfg):
                 sync(f())
                 peaks[name].append(rss_bytes("VmHWM") - base)
                 del f
-        row = dict(backend=backend, batch=batch, classes=classes,
-                   crl_peak=min(peaks["crl"]), ce_peak=min(peaks["ce"]))
+        row = dict(
+            backend=backend,
+            batch=batch,
+            classes=classes,
+            crl_peak=min(peaks["crl"]),
+            ce_peak=min(peaks["ce"]),
+        )
         row["extra"] = row["crl_peak"] - row["ce_peak"]
         row["extra_per_bk"] = row["extra"] / (batch * classes * 4)
         if backend == "jax":
             import jax
 
             for name, loss in losses.items():
-                grad = jax.jit(jax.grad(lambda logits, loss=loss: loss(y, logits)))
+                grad = jax.jit(jax.grad(lambda logits, loss=loss, y=y: loss(y, logits)))
                 try:
                     analysis = grad.lower(z).compile().memory_analysis()
                     row[f"{name}_xla_temp"] = int(analysis.temp_size_in_bytes)
@@ -303,8 +332,11 @@ def bench_memory(backend, cfg):
                     row[f"{name}_xla_temp"] = None
                     row["xla_error"] = repr(e)
         rows.append(row)
-        print(f"  memory {backend} {batch}x{classes}: extra {row['extra'] / 2**20:.1f} MiB "
-              f"({row['extra_per_bk']:.3f} x B*K*4)", flush=True)
+        print(
+            f"  memory {backend} {batch}x{classes}: extra {row['extra'] / 2**20:.1f} MiB "
+            f"({row['extra_per_bk']:.3f} x B*K*4)",
+            flush=True,
+        )
         del z, y
     return rows
 
@@ -324,47 +356,69 @@ def bench_train(backend, cfg, gpu):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=batch).astype("int32")
-    sync = _sync(backend)
-    modes = {"jax": ["jit"], "torch": ["eager"],
-             "tensorflow": (["graph"] if cfg["tf_graph"] else []) + ["jit"]}[backend]
+    modes = {
+        "jax": ["jit"],
+        "torch": ["eager"],
+        "tensorflow": (["graph"] if cfg["tf_graph"] else []) + ["jit"],
+    }[backend]
     torch_device = "cuda" if gpu and backend == "torch" else "cpu"
-    ref_step, _ = torch_reference.make_step(batch, 10, "crl", device=torch_device,
-                                            mixed_precision=gpu)
+    ref_step, _ = torch_reference.make_step(
+        batch, 10, "crl", device=torch_device, mixed_precision=gpu
+    )
     import torch
 
     ref_sync = (lambda r: torch.cuda.synchronize()) if torch_device != "cpu" else (lambda r: r)
     rows = []
     for mode in modes:
         models = {}
-        for name, loss in (("crl", CompetingRatioLoss(from_logits=True)),
-                           ("ce", keras.losses.SparseCategoricalCrossentropy(from_logits=True))):
+        for name, loss in (
+            ("crl", CompetingRatioLoss(from_logits=True)),
+            ("ce", keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        ):
             model = get_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
             if models:
                 model.set_weights(models["crl"].get_weights())
-            model.compile(optimizer=TorchSGD(0.1, momentum=0.9, l2=5e-4), loss=loss,
-                          jit_compile=mode == "jit" or (backend == "jax"))
+            model.compile(
+                optimizer=TorchSGD(0.1, momentum=0.9, l2=5e-4),
+                loss=loss,
+                jit_compile=mode == "jit" or (backend == "jax"),
+            )
             models[name] = model
-        steps = [lambda m=m: m.train_on_batch(x, y, return_dict=False)
-                 for m in (models["crl"], models["ce"])]
+        steps = [
+            lambda m=m: m.train_on_batch(x, y, return_dict=False)
+            for m in (models["crl"], models["ce"])
+        ]
         compile_s = []
         for step in steps:
             start = time.perf_counter()
             step()
             compile_s.append(time.perf_counter() - start)
         steps[0](), steps[1](), ref_step()  # second call: warm caches
-        ref = lambda: ref_sync(ref_step())
+
+        def ref():
+            return ref_sync(ref_step())
+
         t_crl, t_ce, t_ref = interleaved(steps + [ref], cfg["train_repeats"], 1)
-        row = dict(backend=backend, mode=mode, batch=batch, gpu=gpu,
-                   crl_s=statistics.median(t_crl), ce_s=statistics.median(t_ce),
-                   torch_s=statistics.median(t_ref), first_step_s=compile_s,
-                   crl_vs_ce=median_ratio(t_crl, t_ce),
-                   speed_vs_torch=median_ratio(t_ref, t_crl))
+        row = dict(
+            backend=backend,
+            mode=mode,
+            batch=batch,
+            gpu=gpu,
+            crl_s=statistics.median(t_crl),
+            ce_s=statistics.median(t_ce),
+            torch_s=statistics.median(t_ref),
+            first_step_s=compile_s,
+            crl_vs_ce=median_ratio(t_crl, t_ce),
+            speed_vs_torch=median_ratio(t_ref, t_crl),
+        )
         row["images_per_s"] = batch / row["crl_s"]
         row["torch_images_per_s"] = batch / row["torch_s"]
         rows.append(row)
-        print(f"  train {backend} {mode}: crl/ce {row['crl_vs_ce']:.3f}, "
-              f"{row['images_per_s']:.1f} img/s, vs torch {row['speed_vs_torch']:.2f}x",
-              flush=True)
+        print(
+            f"  train {backend} {mode}: crl/ce {row['crl_vs_ce']:.3f}, "
+            f"{row['images_per_s']:.1f} img/s, vs torch {row['speed_vs_torch']:.2f}x",
+            flush=True,
+        )
         del models, steps
     return rows
 
@@ -378,8 +432,16 @@ def bench_pipeline(cfg):
     n = 256 * cfg["pipeline_batches"]
     x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=n)
-    pipe = BatchPipeline(x, y, 256, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                         augment=True, shuffle=True, seed=0)
+    pipe = BatchPipeline(
+        x,
+        y,
+        256,
+        mean=(0.49, 0.48, 0.45),
+        std=(0.25, 0.24, 0.26),
+        augment=True,
+        shuffle=True,
+        seed=0,
+    )
     pipe[0]
     times = []
     for epoch in range(3):
@@ -427,21 +489,25 @@ def summarize(results, settings_name):
         rows = [r for r in loss_rows if r["backend"] == backend]
         if rows:
             worst = max(r["ratio"] for r in rows)
-            summary[f"loss/{backend}"] = dict(worst=worst, goal=GOALS["loss"],
-                                              verdict=verdict(worst, GOALS["loss"]))
+            summary[f"loss/{backend}"] = dict(
+                worst=worst, goal=GOALS["loss"], verdict=verdict(worst, GOALS["loss"])
+            )
     train_rows = [r for w in results.values() for r in w.get("train", [])]
     for backend in results:
         rows = [r for r in train_rows if r["backend"] == backend]
         if rows:
             worst = max(r["crl_vs_ce"] for r in rows)
-            summary[f"train/{backend}"] = dict(worst=worst, goal=GOALS["train"],
-                                               verdict=verdict(worst, GOALS["train"]))
+            summary[f"train/{backend}"] = dict(
+                worst=worst, goal=GOALS["train"], verdict=verdict(worst, GOALS["train"])
+            )
     if train_rows:
         best = max(train_rows, key=lambda r: r["speed_vs_torch"])
-        summary["vs_torch"] = dict(best=best["speed_vs_torch"],
-                                   where=f"{best['backend']} {best['mode']}",
-                                   goal=GOALS["vs_torch"],
-                                   verdict=verdict(best["speed_vs_torch"], GOALS["vs_torch"], True))
+        summary["vs_torch"] = dict(
+            best=best["speed_vs_torch"],
+            where=f"{best['backend']} {best['mode']}",
+            goal=GOALS["vs_torch"],
+            verdict=verdict(best["speed_vs_torch"], GOALS["vs_torch"], True),
+        )
     memory_rows = [r for w in results.values() for r in w.get("memory", []) if "extra" in r]
     for backend in results:
         rows = [r for r in memory_rows if r["backend"] == backend]
@@ -450,15 +516,18 @@ def summarize(results, settings_name):
             # O(batch): the extra peak stays below 5% of one B x K float32
             # tensor at every size (a B x K one-hot or mask would be >= 25%).
             summary[f"memory/{backend}"] = dict(
-                worst_extra_per_bk=worst, goal=0.05,
-                verdict=verdict(worst, 0.05))
+                worst_extra_per_bk=worst, goal=0.05, verdict=verdict(worst, 0.05)
+            )
     pipelines = [w["pipeline"] for w in results.values() if "pipeline" in w]
     if pipelines and train_rows:
         fastest = max(train_rows, key=lambda r: r["images_per_s"])
         ratio = pipelines[0]["images_per_s"] / fastest["images_per_s"]
-        summary["pipeline"] = dict(ratio=ratio, goal=GOALS["pipeline"],
-                                   consumer=f"{fastest['backend']} {fastest['mode']}",
-                                   verdict=verdict(ratio, GOALS["pipeline"], True))
+        summary["pipeline"] = dict(
+            ratio=ratio,
+            goal=GOALS["pipeline"],
+            consumer=f"{fastest['backend']} {fastest['mode']}",
+            verdict=verdict(ratio, GOALS["pipeline"], True),
+        )
     return summary
 
 
@@ -474,7 +543,8 @@ def markdown(report):
         f"{' / '.join(f'{v:.2f}' for v in m['load_average'])} at the start "
         f"(other jobs share this machine; all ratios are medians of interleaved "
         f"repeats within one process). GPU: "
-        + (", ".join(b for b, w in res.items() if w.get("gpu")) or "none") + ". "
+        + (", ".join(b for b, w in res.items() if w.get("gpu")) or "none")
+        + ". "
         f"Python {m['python']}, Keras {m['keras']}, TensorFlow {m['tensorflow']}, "
         f"PyTorch {m['torch']}, JAX {m['jax']}, NumPy {m['numpy']}. "
         f"Intra-op threads per framework: {report['threads']}.",
@@ -486,57 +556,85 @@ def markdown(report):
     ]
     for key, v in s.items():
         if key.startswith("loss/"):
-            lines.append(f"| Loss fwd+bwd CRL/CE, worst case, {key[5:]} | <= {v['goal']:.2f} "
-                         f"| {v['worst']:.2f}x | {v['verdict']} |")
+            lines.append(
+                f"| Loss fwd+bwd CRL/CE, worst case, {key[5:]} | <= {v['goal']:.2f} "
+                f"| {v['worst']:.2f}x | {v['verdict']} |"
+            )
         elif key.startswith("train/"):
-            lines.append(f"| ResNet-18 step CRL/CE, {key[6:]} | <= {v['goal']:.2f} "
-                         f"| {v['worst']:.3f}x | {v['verdict']} |")
+            lines.append(
+                f"| ResNet-18 step CRL/CE, {key[6:]} | <= {v['goal']:.2f} "
+                f"| {v['worst']:.3f}x | {v['verdict']} |"
+            )
         elif key == "vs_torch":
-            lines.append(f"| Best Keras backend vs plain PyTorch ({v['where']}) | >= "
-                         f"{v['goal']:.1f}x | {v['best']:.2f}x | {v['verdict']} |")
+            lines.append(
+                f"| Best Keras backend vs plain PyTorch ({v['where']}) | >= "
+                f"{v['goal']:.1f}x | {v['best']:.2f}x | {v['verdict']} |"
+            )
         elif key.startswith("memory/"):
-            lines.append(f"| Peak extra memory CRL-CE / (B*K*4 bytes), {key[7:]} | <= "
-                         f"{v['goal']} | {v['worst_extra_per_bk']:.3f} | {v['verdict']} |")
+            lines.append(
+                f"| Peak extra memory CRL-CE / (B*K*4 bytes), {key[7:]} | <= "
+                f"{v['goal']} | {v['worst_extra_per_bk']:.3f} | {v['verdict']} |"
+            )
         elif key == "pipeline":
-            lines.append(f"| Pipeline img/s / training step img/s ({v['consumer']}) | >= "
-                         f"{v['goal']:.0f}x | {v['ratio']:.1f}x | {v['verdict']} |")
+            lines.append(
+                f"| Pipeline img/s / training step img/s ({v['consumer']}) | >= "
+                f"{v['goal']:.0f}x | {v['ratio']:.1f}x | {v['verdict']} |"
+            )
     loss_rows = [r for w in res.values() for r in w.get("loss", [])]
     if loss_rows:
-        lines += ["", "## 1. Loss: forward + backward, CRL vs cross-entropy (from logits)", "",
-                  "CE is `SparseCategoricalCrossentropy` for integer labels and "
-                  "`CategoricalCrossentropy` for one-hot. jit = `jax.jit` / "
-                  "`tf.function(jit_compile=True)`; torch is eager only.", "",
-                  "| Backend | B x K | Labels | Mode | CRL (us) | CE (us) | CRL/CE |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## 1. Loss: forward + backward, CRL vs cross-entropy (from logits)",
+            "",
+            "CE is `SparseCategoricalCrossentropy` for integer labels and "
+            "`CategoricalCrossentropy` for one-hot. jit = `jax.jit` / "
+            "`tf.function(jit_compile=True)`; torch is eager only.",
+            "",
+            "| Backend | B x K | Labels | Mode | CRL (us) | CE (us) | CRL/CE |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in loss_rows:
-            lines.append(f"| {r['backend']} | {r['batch']}x{r['classes']} | {r['labels']} | "
-                         f"{r['mode']} | {r['crl_us']:.0f} | {r['ce_us']:.0f} | "
-                         f"{r['ratio']:.2f} |")
+            lines.append(
+                f"| {r['backend']} | {r['batch']}x{r['classes']} | {r['labels']} | "
+                f"{r['mode']} | {r['crl_us']:.0f} | {r['ce_us']:.0f} | "
+                f"{r['ratio']:.2f} |"
+            )
     train_rows = [r for w in res.values() for r in w.get("train", [])]
     if train_rows:
-        lines += ["", "## 2-3. ResNet-18 training step (CIFAR shape), CRL vs CE and vs "
-                  "plain PyTorch", "",
-                  "`model.train_on_batch` with `TorchSGD(0.1, momentum=0.9, l2=5e-4)`; "
-                  "plain PyTorch is `benchmarks/torch_reference.py` (same network, "
-                  "`torch.optim.SGD`, the authors' CRL), timed interleaved in the same "
-                  "process. `vs PyTorch` > 1 means Keras is faster.", "",
-                  "| Backend | Mode | Batch | CRL step (s) | CE step (s) | CRL/CE | Keras img/s "
-                  "| PyTorch img/s | Keras vs PyTorch | First step (s) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## 2-3. ResNet-18 training step (CIFAR shape), CRL vs CE and vs plain PyTorch",
+            "",
+            "`model.train_on_batch` with `TorchSGD(0.1, momentum=0.9, l2=5e-4)`; "
+            "plain PyTorch is `benchmarks/torch_reference.py` (same network, "
+            "`torch.optim.SGD`, the authors' CRL), timed interleaved in the same "
+            "process. `vs PyTorch` > 1 means Keras is faster.",
+            "",
+            "| Backend | Mode | Batch | CRL step (s) | CE step (s) | CRL/CE | Keras img/s "
+            "| PyTorch img/s | Keras vs PyTorch | First step (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in train_rows:
-            lines.append(f"| {r['backend']} | {r['mode']} | {r['batch']} | {r['crl_s']:.3f} | "
-                         f"{r['ce_s']:.3f} | {r['crl_vs_ce']:.3f} | {r['images_per_s']:.1f} | "
-                         f"{r['torch_images_per_s']:.1f} | {r['speed_vs_torch']:.2f}x | "
-                         f"{r['first_step_s'][0]:.1f} |")
+            lines.append(
+                f"| {r['backend']} | {r['mode']} | {r['batch']} | {r['crl_s']:.3f} | "
+                f"{r['ce_s']:.3f} | {r['crl_vs_ce']:.3f} | {r['images_per_s']:.1f} | "
+                f"{r['torch_images_per_s']:.1f} | {r['speed_vs_torch']:.2f}x | "
+                f"{r['first_step_s'][0]:.1f} |"
+            )
     memory_rows = [r for w in res.values() for r in w.get("memory", [])]
     if memory_rows:
-        lines += ["", "## 4. Peak memory of forward + backward, integer labels, eager", "",
-                  "Peak RSS above the baseline (logits and labels already allocated); "
-                  "`extra / (B*K*4)` is CRL's extra peak over CE in units of one "
-                  "B x K float32 tensor: it stays near 0 when the extra is O(B).", "",
-                  "| Backend | B x K | CRL peak (MiB) | CE peak (MiB) | Extra (MiB) | "
-                  "Extra / (B*K*4) | XLA temp CRL / CE (MiB) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## 4. Peak memory of forward + backward, integer labels, eager",
+            "",
+            "Peak RSS above the baseline (logits and labels already allocated); "
+            "`extra / (B*K*4)` is CRL's extra peak over CE in units of one "
+            "B x K float32 tensor: it stays near 0 when the extra is O(B).",
+            "",
+            "| Backend | B x K | CRL peak (MiB) | CE peak (MiB) | Extra (MiB) | "
+            "Extra / (B*K*4) | XLA temp CRL / CE (MiB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in memory_rows:
             if "extra" not in r:
                 lines.append(f"| {r['backend']} | - | {r.get('error')} | | | | |")
@@ -544,17 +642,23 @@ def markdown(report):
             xla = "-"
             if r.get("crl_xla_temp") is not None:
                 xla = f"{r['crl_xla_temp'] / 2**20:.1f} / {r['ce_xla_temp'] / 2**20:.1f}"
-            lines.append(f"| {r['backend']} | {r['batch']}x{r['classes']} | "
-                         f"{r['crl_peak'] / 2**20:.1f} | {r['ce_peak'] / 2**20:.1f} | "
-                         f"{r['extra'] / 2**20:.1f} | {r['extra_per_bk']:.3f} | {xla} |")
+            lines.append(
+                f"| {r['backend']} | {r['batch']}x{r['classes']} | "
+                f"{r['crl_peak'] / 2**20:.1f} | {r['ce_peak'] / 2**20:.1f} | "
+                f"{r['extra'] / 2**20:.1f} | {r['extra_per_bk']:.3f} | {xla} |"
+            )
     if "pipeline" in s:
         p = [w["pipeline"] for w in res.values() if "pipeline" in w][0]
-        lines += ["", "## 5. Input pipeline", "",
-                  f"`BatchPipeline` with augmentation (crop + flip), batch {p['batch']}, "
-                  f"32x32x3 uint8, one thread: {p['images_per_s']:.0f} images/s; the "
-                  f"fastest training step ({s['pipeline']['consumer']}) consumes "
-                  f"{p['images_per_s'] / s['pipeline']['ratio']:.0f} images/s: "
-                  f"{s['pipeline']['ratio']:.1f}x."]
+        lines += [
+            "",
+            "## 5. Input pipeline",
+            "",
+            f"`BatchPipeline` with augmentation (crop + flip), batch {p['batch']}, "
+            f"32x32x3 uint8, one thread: {p['images_per_s']:.0f} images/s; the "
+            f"fastest training step ({s['pipeline']['consumer']}) consumes "
+            f"{p['images_per_s'] / s['pipeline']['ratio']:.0f} images/s: "
+            f"{s['pipeline']['ratio']:.1f}x.",
+        ]
     lines += ["", "Raw numbers: `results.json`.", ""]
     return "\n".join(lines)
 
@@ -563,11 +667,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="sub-minute smoke run")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--sections", nargs="+", default=["loss", "memory", "train", "pipeline"],
-                        choices=["loss", "memory", "train", "pipeline"])
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["loss", "memory", "train", "pipeline"],
+        choices=["loss", "memory", "train", "pipeline"],
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="intra-op threads of every framework (default 1; see README)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads of every framework (default 1; see README)",
+    )
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -577,10 +689,19 @@ def main(argv=None):
         return worker(args.worker, args.sections, cfg, args.worker_out)
 
     start = time.time()
-    report = {"settings": settings, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "machine": machine(), "goals": GOALS, "config": cfg, "results": {}}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    report = {
+        "settings": settings,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "goals": GOALS,
+        "config": cfg,
+        "results": {},
+    }
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.update(thread_env(args.threads))
     report["threads"] = args.threads
     with tempfile.TemporaryDirectory() as tmp:
@@ -589,23 +710,36 @@ def main(argv=None):
             # Memory gets its own process, with glibc returning every large
             # block to the OS on free; otherwise freed blocks stay resident
             # and the second loss measured shows no peak at all.
-            runs = [([s for s in wanted if s != "memory"], {}),
-                    (["memory"] if "memory" in wanted else [],
-                     {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"})]
+            runs = [
+                ([s for s in wanted if s != "memory"], {}),
+                (
+                    ["memory"] if "memory" in wanted else [],
+                    {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"},
+                ),
+            ]
             merged = {}
             for j, (sections, extra_env) in enumerate(runs):
                 if not sections:
                     continue
                 out = os.path.join(tmp, f"{backend}{j}.json")
                 print(f"== {backend}: {' '.join(sections)}", flush=True)
-                cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
-                       "--worker-out", out, "--sections", *sections]
+                cmd = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--worker",
+                    backend,
+                    "--worker-out",
+                    out,
+                    "--sections",
+                    *sections,
+                ]
                 if args.quick:
                     cmd.append("--quick")
                 proc = subprocess.run(cmd, env=dict(env, KERAS_BACKEND=backend, **extra_env))
                 if proc.returncode != 0 or not os.path.exists(out):
                     merged.setdefault("errors", []).append(
-                        f"{' '.join(sections)}: worker exit {proc.returncode}")
+                        f"{' '.join(sections)}: worker exit {proc.returncode}"
+                    )
                     continue
                 with open(out) as f:
                     part = json.load(f)

@@ -5,12 +5,17 @@ training loop live in `keras_crl.models`, `keras_crl.data`,
 `keras_crl.recipes` and `keras_crl.train`.
 """
 
-from keras_crl.losses import CompetingRatioLoss
-from keras_crl.losses import NegativeLogLikelihoodRatioLoss
-from keras_crl.losses import competing_ratio_loss
-from keras_crl.losses import negative_log_likelihood_ratio_loss
+from keras_crl import backends as _backends
 
-__version__ = "0.1.0"
+# Before Keras is first imported: its default backend, TensorFlow, may be missing.
+_backends.ensure_usable_backend()
+
+from keras_crl.losses import CompetingRatioLoss  # noqa: E402
+from keras_crl.losses import NegativeLogLikelihoodRatioLoss  # noqa: E402
+from keras_crl.losses import competing_ratio_loss  # noqa: E402
+from keras_crl.losses import negative_log_likelihood_ratio_loss  # noqa: E402
+
+__version__ = "0.2.0"
 
 __all__ = [
     "CompetingRatioLoss",

@@ -1,31 +1,29 @@
 """The same training on TensorFlow, PyTorch and JAX, side by side.
 
-Each backend trains in its own process (`keras-crl train --backend B`), from
+Each backend trains in its own process (`python -m keras_crl.train`), from
 the same seeded NumPy initialisation on the same batches; this module then
 reads the run folders and writes a table and one overlay plot.
 """
 
+import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from keras_crl.train import plot_curves
-from keras_crl.train import read_log
+from keras_crl import backends as backends_lib
+from keras_crl.run_folder import plot_curves
+from keras_crl.run_folder import read_log
+from keras_crl.run_folder import read_weights
 
-BACKENDS = ("tensorflow", "torch", "jax")
 
-
-def compare_backends(train_args, out_dir, backends=BACKENDS, echo=print):
-    """Runs `keras-crl train` once per backend and compares the runs.
+def compare_backends(config, out_dir, backends=backends_lib.BACKENDS, echo=print):
+    """Trains `config` once per backend, each in its own process, and compares.
 
     Args:
-        train_args: Arguments of `keras-crl train` (without `--backend` and
-            `--run-dir`).
-        out_dir: Output folder; each backend's run goes to `out_dir/<backend>`.
+        config: A `keras_crl.train.TrainConfig`; its `run_dir` is replaced by
+            `out_dir/<backend>`.
+        out_dir: Output folder.
         backends: The backends to run, the first being the reference.
         echo: Where progress lines go.
 
@@ -40,12 +38,10 @@ def compare_backends(train_args, out_dir, backends=BACKENDS, echo=print):
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:
         echo(f"training on {backend} ...")
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        command = [sys.executable, "-m", "keras_crl.cli", "train", *train_args,
-                   "--backend", backend, "--run-dir", str(out_dir / backend), "--verbose", "0"]
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"training on {backend} failed:\n{result.stderr[-3000:]}")
+        run = dataclasses.replace(config, run_dir=str(out_dir / backend), verbose=0)
+        config_path = out_dir / f"{backend}.train.json"
+        config_path.write_text(json.dumps(dataclasses.asdict(run), indent=2) + "\n")
+        backends_lib.run(backend, "keras_crl.train", [config_path])
 
     reference = read_weights(out_dir / backends[0] / "last.weights.h5")
     rows, logs = [], {}
@@ -54,35 +50,23 @@ def compare_backends(train_args, out_dir, backends=BACKENDS, echo=print):
         metrics = json.loads((run / "metrics.json").read_text())
         logs[backend] = read_log(run / "log.csv")
         weights = read_weights(run / "last.weights.h5")
-        rows.append({
-            "backend": backend,
-            "final_train_loss": metrics["final_train_loss"],
-            "test_accuracy": metrics["test_accuracy"],
-            "seconds_per_epoch": metrics["seconds_per_epoch"],
-            "images_per_second": metrics["images_per_second"],
-            "max_weight_diff": max_difference(reference, weights),
-            "max_loss_diff": float(np.abs(logs[backend]["loss"] - logs[backends[0]]["loss"]).max()),
-        })
+        rows.append(
+            {
+                "backend": backend,
+                "final_train_loss": metrics["final_train_loss"],
+                "test_accuracy": metrics["test_accuracy"],
+                "seconds_per_epoch": metrics["seconds_per_epoch"],
+                "images_per_second": metrics["images_per_second"],
+                "max_weight_diff": max_difference(reference, weights),
+                "max_loss_diff": float(
+                    np.abs(logs[backend]["loss"] - logs[backends[0]]["loss"]).max()
+                ),
+            }
+        )
     (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out_dir / "comparison.md").write_text(format_table(rows) + "\n")
     plot_curves(None, out_dir, runs=logs)
     return rows
-
-
-def read_weights(path):
-    """Every array in a `.weights.h5` file, by its path in the file.
-
-    Read with h5py directly, so no backend is involved.
-    """
-    import h5py
-
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda name, item: arrays.__setitem__(name, item[()])
-            if isinstance(item, h5py.Dataset) else None
-        )
-    return arrays
 
 
 def max_difference(reference, other):
@@ -93,10 +77,13 @@ def max_difference(reference, other):
     """
     if reference.keys() != other.keys():
         raise ValueError("The weight files hold different variables.")
-    return float(max(
-        np.abs(reference[k] - other[k]).max() / max(np.abs(reference[k]).max(), 1e-12)
-        for k in reference if not k.startswith("optimizer")
-    ))
+    return float(
+        max(
+            np.abs(reference[k] - other[k]).max() / max(np.abs(reference[k]).max(), 1e-12)
+            for k in reference
+            if not k.startswith("optimizer")
+        )
+    )
 
 
 def format_table(rows):

@@ -7,8 +7,22 @@ from keras_crl import cli
 
 def test_compare_backends_writes_an_agreeing_table(tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert cli.main(["compare-backends", "--epochs", "2", "--limit", "256", "--loss", "ce",
-                     "--out-dir", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "compare-backends",
+                "--epochs",
+                "2",
+                "--limit",
+                "256",
+                "--loss",
+                "ce",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "comparison.json").read_text())
     assert [r["backend"] for r in rows] == ["tensorflow", "torch", "jax"]
     for row in rows:

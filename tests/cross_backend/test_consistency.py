@@ -4,20 +4,22 @@ Each backend computes in its own process (`worker.py`); this test, in the
 parent, compares what they wrote.
 """
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BACKENDS = ("tensorflow", "torch", "jax")
+from keras_crl import backends
+from keras_crl.backends import BACKENDS
+
 ROOT = Path(__file__).resolve().parents[2]
 # Every framework pinned to one intra-op thread (TensorFlow reads its own
 # variables; XLA's CPU backend takes flags).
 ONE_THREAD = {
-    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
 }
 # What the README claims for 20 SGD steps: the loss to 5e-7 (two float32
@@ -28,14 +30,18 @@ WEIGHT_RTOL = 3e-6
 
 
 def _run_stage(stage, out_dir, extra_env=None):
-    procs = {}
-    for backend in BACKENDS:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-                   **(extra_env or {}))
-        procs[backend] = subprocess.Popen(
-            [sys.executable, "-m", "tests.cross_backend.worker", stage, str(out_dir)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    procs = {
+        backend: backends.start(
+            backend,
+            "tests.cross_backend.worker",
+            [stage, out_dir],
+            extra_env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        for backend in BACKENDS
+    }
     for backend, proc in procs.items():
         output, _ = proc.communicate(timeout=900)
         if proc.returncode:
@@ -71,7 +77,7 @@ def test_loss_values_and_gradients_agree(results):
 
 def test_same_batches_on_every_backend(results):
     trained, _, _ = results
-    for backend, key, a, b in _pairs(trained, "data/"):
+    for backend, _, a, b in _pairs(trained, "data/"):
         assert list(a) == list(b), backend
     assert len(set(trained["jax"]["data/digests"])) == len(trained["jax"]["data/digests"])
 
@@ -107,14 +113,17 @@ def test_zoo_forward_passes_agree(results):
         # 1e-4 on the logits' own scale: randomly weighted deep nets without
         # a final normalisation reach logits of ~1e3.
         scale = max(1.0, np.abs(a).max())
-        np.testing.assert_allclose(b / scale, a / scale, rtol=0, atol=1e-4, err_msg=f"{backend} {key}")
+        np.testing.assert_allclose(
+            b / scale, a / scale, rtol=0, atol=1e-4, err_msg=f"{backend} {key}"
+        )
 
 
 def assert_same_training(a, b, prefix, what):
     """20 steps' losses to LOSS_ATOL, final weights to WEIGHT_RTOL of their scale."""
     assert len(a[f"{prefix}/losses"]) == 20, what
-    np.testing.assert_allclose(b[f"{prefix}/losses"], a[f"{prefix}/losses"], rtol=0,
-                               atol=LOSS_ATOL, err_msg=what)
+    np.testing.assert_allclose(
+        b[f"{prefix}/losses"], a[f"{prefix}/losses"], rtol=0, atol=LOSS_ATOL, err_msg=what
+    )
     i = 0
     while f"{prefix}/w{i}" in a:
         wa, wb = a[f"{prefix}/w{i}"], b[f"{prefix}/w{i}"]
@@ -132,15 +141,22 @@ def test_training_agrees(results, recipe, threads):
     for backend in BACKENDS:
         # Against TensorFlow on all threads: the backends agree with each
         # other, and each with itself at another thread count.
-        assert_same_training(trained["tensorflow"], runs[backend],
-                             f"train/{recipe}/jit=False", f"{backend} {threads} threads")
+        assert_same_training(
+            trained["tensorflow"],
+            runs[backend],
+            f"train/{recipe}/jit=False",
+            f"{backend} {threads} threads",
+        )
 
 
 def test_jit_training_agrees_with_eager(results):
     trained, _, _ = results
     for backend in ("tensorflow", "jax"):
-        jitted = {k.replace("jit=True", "jit=False"): v for k, v in trained[backend].items()
-                  if k.startswith("train/sgd/jit=True/")}
+        jitted = {
+            k.replace("jit=True", "jit=False"): v
+            for k, v in trained[backend].items()
+            if k.startswith("train/sgd/jit=True/")
+        }
         assert_same_training(trained["tensorflow"], jitted, "train/sgd/jit=False", f"{backend} XLA")
 
 

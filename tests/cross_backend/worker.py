@@ -14,7 +14,6 @@ their accuracy.
 """
 
 import hashlib
-
 import sys
 from pathlib import Path
 
@@ -22,9 +21,9 @@ import keras
 import numpy as np
 
 from keras_crl import competing_ratio_loss
-from keras_crl import negative_log_likelihood_ratio_loss
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
+from keras_crl import negative_log_likelihood_ratio_loss
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialise
 from keras_crl.train import make_loss
@@ -68,7 +67,7 @@ TRAINING_STEPS = 20  # two epochs of ten batches
 def loss_values(out):
     for name, fn in LOSS_CASES.items():
         for kind, targets in (("int", LABELS), ("soft", SOFT)):
-            value, grad = value_and_grad(lambda z: fn(targets, z), LOGITS)
+            value, grad = value_and_grad(lambda z, fn=fn, t=targets: fn(t, z), LOGITS)
             out[f"loss/{name}/{kind}/value"] = value
             out[f"loss/{name}/{kind}/grad"] = grad
     value, grad = value_and_grad(lambda p: competing_ratio_loss(LABELS, p), PROBS)
@@ -116,8 +115,16 @@ def zoo_forward(out):
 
 def pipeline_digests(out, ds):
     pipeline = data_lib.BatchPipeline(
-        ds.x_train, ds.y_train, 64, mean=ds.mean, std=ds.std, augment=True, pad=1,
-        flip=False, shuffle=True, seed=0,
+        ds.x_train,
+        ds.y_train,
+        64,
+        mean=ds.mean,
+        std=ds.std,
+        augment=True,
+        pad=1,
+        flip=False,
+        shuffle=True,
+        seed=0,
     )
     digests = []
     for epoch in range(2):
@@ -134,8 +141,16 @@ def short_training(out, ds, out_dir, jit, recipe):
     make_deterministic(0)
     x, y = ds.x_train[:640], ds.y_train[:640]
     pipeline = data_lib.BatchPipeline(
-        x, y, 64, mean=ds.mean, std=ds.std, augment=True, pad=1, flip=False,
-        shuffle=True, seed=0,
+        x,
+        y,
+        64,
+        mean=ds.mean,
+        std=ds.std,
+        augment=True,
+        pad=1,
+        flip=False,
+        shuffle=True,
+        seed=0,
     )
     model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
     numpy_initialise(model, 0)
@@ -156,8 +171,13 @@ def short_training(out, ds, out_dir, jit, recipe):
     record = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"]))
     )
-    model.fit(pipeline, epochs=2, shuffle=False, verbose=0,
-              callbacks=[data_lib.EpochSync(pipeline), record])
+    model.fit(
+        pipeline,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[data_lib.EpochSync(pipeline), record],
+    )
     assert len(losses) == TRAINING_STEPS, len(losses)
     out[f"{tag}/losses"] = np.array(losses)
     for i, w in enumerate(model.weights):
@@ -168,7 +188,9 @@ def short_training(out, ds, out_dir, jit, recipe):
 
 def evaluate_weights(out, ds, out_dir):
     model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
-    model.compile(loss=make_loss("crl"), metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+    model.compile(
+        loss=make_loss("crl"), metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")]
+    )
     test = data_lib.BatchPipeline(ds.x_test, ds.y_test, 128, mean=ds.mean, std=ds.std)
     for path in sorted(Path(out_dir).glob("trained-*.weights.h5")):
         model.load_weights(path)
