@@ -1,4 +1,4 @@
-"""The `keras-crl` command: thin, it assembles `keras_crl.train` and friends.
+"""The `keras-crl` command: flags in, `TrainConfig` / `StudySettings` out.
 
     keras-crl                      the main job: CRL vs cross-entropy on the
                                    bundled digits data, about a minute on a CPU
@@ -8,104 +8,88 @@
     keras-crl study [options]      CE vs NLLR vs CRL over seeds and backends:
                                    a report with paired comparisons
 
-`--backend` chooses the Keras backend. Keras fixes its backend when it is
-first imported, so when the flag differs from the backend already loaded the
-command restarts itself with `KERAS_BACKEND` set.
+This is the only module that knows about argparse. `--backend` chooses the
+Keras backend; Keras fixes its backend when it is first imported, so when the
+flag differs from the backend already loaded the command restarts itself with
+`KERAS_BACKEND` set. A user's mistake (an unknown name, a missing data set, a
+corrupt file) ends the command with one line on stderr and exit status 2;
+set `KERAS_CRL_TRACEBACK=1` to see the traceback instead.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
-BACKENDS = ("tensorflow", "torch", "jax")
+from keras_crl.backends import BACKENDS
+from keras_crl.backends import check_backends
+from keras_crl.data import DatasetNotAvailable
+
+# A user's mistakes: names and values, corrupt or mismatched files (the
+# loaders name the file), missing data, a loss that became NaN.
+USER_ERRORS = (ValueError, FileNotFoundError, DatasetNotAvailable, FloatingPointError)
+
+# The main job's settings: small enough for about a minute on 2 CPU cores.
+DEMO = {"epochs": 12, "batch_size": 64, "learning_rate": 0.05}
+# compare-backends: digits, two minutes for all three backends. lr 0.02, not
+# 0.05: at 0.05 this small net's trajectory is chaotic and float32 rounding
+# alone separates the backends (see tests/cross_backend).
+COMPARE = {"epochs": 10, "batch_size": 64, "learning_rate": 0.02}
 
 
-def _add_training_arguments(parser, defaults):
+def _add_data_and_recipe_arguments(parser, defaults):
+    """The flags of what is trained and how: shared by every command."""
     add = parser.add_argument
-    add("--model", default=defaults.get("model", "small_cnn"),
-        help="zoo model name (see --list)")
-    add("--dataset", default=defaults.get("dataset", "digits"),
-        help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder")
+    add("--model", default="small_cnn", help="zoo model name (see `train --list`)")
+    add(
+        "--dataset",
+        default="digits",
+        help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder",
+    )
     add("--data-dir", help="where data sets are found or downloaded; for 'folder' the image folder")
-    add("--loss", default="crl", help="crl, nllr or ce")
-    add("--alpha", type=float, default=0.0, help="CRL alpha (default 0, the authors')")
-    add("--beta", type=float, default=0.25, help="CRL beta (default 0.25, the authors')")
-    add("--label-smoothing", type=float, default=0.0)
+    add("--image-size", type=int, help="resize folder data sets to this square size")
     add("--recipe", default="paper", help="paper (default) or cosine")
-    add("--epochs", type=int, default=defaults.get("epochs"),
-        help="epochs (the recipe's milestones are scaled to it)")
+    add(
+        "--epochs",
+        type=int,
+        default=defaults.get("epochs"),
+        help="epochs (the recipe's milestones are scaled to it)",
+    )
     add("--batch-size", type=int, default=defaults.get("batch_size"))
     add("--lr", type=float, dest="learning_rate", default=defaults.get("learning_rate"))
     add("--momentum", type=float)
     add("--weight-decay", type=float, help="coupled L2, as PyTorch's SGD")
     add("--schedule", choices=("step", "cosine", "constant"))
     add("--no-augment", dest="augment", action="store_false", default=None)
-    add("--seed", type=int, default=0)
     add("--validation-split", type=float, default=0.1)
-    add("--image-size", type=int, help="resize folder data sets to this square size")
     add("--limit", type=int, help="train on the first N training images only")
+    add(
+        "--jit",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="compile the train step (XLA on TensorFlow/JAX, torch.compile on torch)",
+    )
+    add("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+
+
+def _add_run_arguments(parser):
+    """The flags of one training run: its loss, seed, devices and output."""
+    add = parser.add_argument
+    add("--loss", default="crl", help="crl, nllr or ce")
+    add("--alpha", type=float, default=0.0, help="CRL alpha (default 0, the authors')")
+    add("--beta", type=float, default=0.25, help="CRL beta (default 0.25, the authors')")
+    add("--label-smoothing", type=float, default=0.0)
+    add("--seed", type=int, default=0)
     add("--init-weights", help="a .weights.h5 file to start from")
-    add("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND)")
-    add("--jit", choices=("auto", "on", "off"), default="auto",
-        help="compile the train step (XLA on TensorFlow/JAX, torch.compile on torch)")
-    add("--precision", default="float32",
-        choices=("float32", "mixed_float16", "mixed_bfloat16"))
-    add("--devices", type=int, default=1,
+    add(
+        "--devices",
+        type=int,
+        default=1,
         help="data-parallel devices (jax: DataParallel, tensorflow: MirroredStrategy, "
-        "torch: DistributedDataParallel, one process per device started with torchrun)")
+        "torch: DistributedDataParallel, one process per device started with torchrun)",
+    )
     add("--channels-first", action="store_true", help="train in channels_first layout")
     add("--verbose", type=int, default=1, choices=(0, 1, 2))
-
-
-def _config_from_args(args, run_dir):
-    from keras_crl.train import TrainConfig
-
-    options = {}
-    if args.image_size:
-        options["image_size"] = (args.image_size, args.image_size)
-    if args.dataset == "folder":
-        if not args.data_dir:
-            raise SystemExit("--dataset folder needs --data-dir PATH (one sub-folder per class)")
-        options["path"] = args.data_dir
-    return TrainConfig(
-        model=args.model,
-        dataset=args.dataset,
-        loss=args.loss,
-        alpha=args.alpha,
-        beta=args.beta,
-        label_smoothing=args.label_smoothing,
-        recipe=args.recipe,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        augment=args.augment,
-        seed=args.seed,
-        validation_split=args.validation_split,
-        data_dir=None if args.dataset == "folder" else args.data_dir,
-        dataset_options=options,
-        limit=args.limit,
-        init_weights=args.init_weights,
-        run_dir=run_dir,
-        jit={"auto": "auto", "on": True, "off": False}[args.jit],
-        precision=args.precision,
-        devices=args.devices,
-        data_format="channels_first" if args.channels_first else "channels_last",
-        resume=getattr(args, "resume", False),
-        verbose=args.verbose,
-    )
-
-
-# compare-backends: digits, two minutes for all three backends. lr 0.02, not
-# 0.05: at 0.05 this small net's trajectory is chaotic and float32 rounding
-# alone separates the backends (see tests/cross_backend).
-COMPARE_DEFAULTS = ("--epochs", "10", "--batch-size", "64", "--lr", "0.02")
-
-# The main job's settings: small enough for about a minute on 2 CPU cores.
-DEMO = {"model": "small_cnn", "dataset": "digits", "epochs": 12, "batch_size": 64,
-        "learning_rate": 0.05}
 
 
 def build_parser():
@@ -117,26 +101,41 @@ def build_parser():
     sub = parser.add_subparsers(dest="command")
 
     demo = sub.add_parser("demo", help="the main job (also what no command runs)")
-    _add_training_arguments(demo, DEMO)
+    _add_data_and_recipe_arguments(demo, DEMO)
+    _add_run_arguments(demo)
+    demo.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND)")
     demo.add_argument("--run-dir", default="runs/demo")
 
     train = sub.add_parser("train", help="train one model into a run folder")
-    _add_training_arguments(train, {})
-    train.add_argument("--run-dir", help="run folder (default runs/<model>-<dataset>-<loss>-<backend>-s<seed>)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --run-dir from its last finished epoch")
+    _add_data_and_recipe_arguments(train, {})
+    _add_run_arguments(train)
+    train.add_argument(
+        "--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND)"
+    )
+    train.add_argument(
+        "--run-dir", help="run folder (default runs/<model>-<dataset>-<loss>-<backend>-s<seed>)"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last finished epoch",
+    )
     train.add_argument("--list", action="store_true", help="list models and datasets, then exit")
 
     compare = sub.add_parser(
         "compare-backends",
         help="the same training on tensorflow, torch and jax, one process each, compared",
-        description="Runs `keras-crl train` once per backend from the same seeded initial "
-        "weights on the same batches and compares the runs. Any `train` option may follow; "
-        f"defaults: {' '.join(COMPARE_DEFAULTS)}.",
+        description="Trains once per backend from the same seeded initial weights on the "
+        "same batches and compares the runs. Defaults: "
+        + ", ".join(f"{k} {v}" for k, v in COMPARE.items())
+        + ".",
     )
+    _add_data_and_recipe_arguments(compare, COMPARE)
+    _add_run_arguments(compare)
     compare.add_argument("--out-dir", default="runs/compare-backends")
-    compare.add_argument("--backends", default=",".join(BACKENDS),
-                         help="comma-separated; the first is the reference")
+    compare.add_argument(
+        "--backends", default=",".join(BACKENDS), help="comma-separated; the first is the reference"
+    )
 
     study = sub.add_parser(
         "study",
@@ -147,54 +146,90 @@ def build_parser():
         "digits the defaults are 30 epochs, batch 64, lr 0.05. Rerun the same command to "
         "resume: finished runs are skipped.",
     )
+    _add_data_and_recipe_arguments(study, {})
     add = study.add_argument
-    add("--dataset", default="digits", help="any data set of `train --list`")
-    add("--model", default="small_cnn", help="any zoo model of `train --list`")
-    add("--data-dir", help="where data sets are found or downloaded; for 'folder' the image folder")
-    add("--image-size", type=int, help="resize folder data sets to this square size")
-    add("--recipe", default="paper", help="paper (default) or cosine")
-    add("--epochs", type=int, help="epochs (digits: 30, --quick: 8, else the recipe's)")
-    add("--batch-size", type=int, help="digits: 64, else the recipe's")
-    add("--lr", type=float, dest="learning_rate", help="digits: 0.05, else the recipe's")
-    add("--momentum", type=float)
-    add("--weight-decay", type=float, help="coupled L2, as PyTorch's SGD")
-    add("--schedule", choices=("step", "cosine", "constant"))
-    add("--no-augment", dest="augment", action="store_false", default=None)
-    add("--validation-split", type=float, default=0.1)
-    add("--limit", type=int, help="train on the first N training images only")
-    add("--jit", choices=("auto", "on", "off"), default="auto")
-    add("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     add("--seeds", type=int, help="seeds 0..N-1 per loss and backend (default 5, --quick 2)")
     add("--backends", help="comma-separated, e.g. tensorflow,torch,jax (default: the current one)")
-    add("--extra", action="append", metavar="crl:ALPHA:BETA",
-        help="another loss to compare, e.g. crl:0.5:0.5 (repeatable)")
-    add("--sweep", action="store_true",
-        help="also alpha in {0, 0.5, 1} x beta in {0, 0.25, 0.5, 0.75, 1}, with a heat map")
+    add(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="crl:ALPHA:BETA",
+        help="another loss to compare, e.g. crl:0.5:0.5 (repeatable)",
+    )
+    add(
+        "--sweep",
+        action="store_true",
+        help="also alpha in {0, 0.5, 1} x beta in {0, 0.25, 0.5, 0.75, 1}, with a heat map",
+    )
     add("--quick", action="store_true", help="2 seeds, 8 epochs: a check in under two minutes")
     add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
-    # Internal: the per-backend process that trains the runs of --out-dir/study.json.
-    add("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
+def config_from_args(args, run_dir):
+    """The `TrainConfig` the flags describe (run flags absent: defaults)."""
+    from keras_crl.train import TrainConfig
+
+    options = {}
+    if args.image_size:
+        options["image_size"] = (args.image_size, args.image_size)
+    if args.dataset == "folder":
+        if not args.data_dir:
+            raise ValueError("--dataset folder needs --data-dir PATH (one sub-folder per class).")
+        options["path"] = args.data_dir
+    run = {}
+    if hasattr(args, "loss"):
+        run = dict(
+            loss=args.loss,
+            alpha=args.alpha,
+            beta=args.beta,
+            label_smoothing=args.label_smoothing,
+            seed=args.seed,
+            init_weights=args.init_weights,
+            devices=args.devices,
+            data_format="channels_first" if args.channels_first else "channels_last",
+            verbose=args.verbose,
+        )
+    return TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        augment=args.augment,
+        validation_split=args.validation_split,
+        data_dir=None if args.dataset == "folder" else args.data_dir,
+        dataset_options=options,
+        limit=args.limit,
+        run_dir=run_dir,
+        jit={"auto": "auto", "on": True, "off": False}[args.jit],
+        precision=args.precision,
+        resume=getattr(args, "resume", False),
+        **run,
+    )
+
+
 def main(argv=None):
+    """Runs `keras-crl ARGV`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["demo", *argv]
-    if argv[0] == "compare-backends":
-        return run_compare(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command is None:
         args = build_parser().parse_args(["demo"])
-    _use_backend(getattr(args, "backend", None), argv)
-
-    if args.command == "demo":
-        return run_demo(args)
-    if args.command == "train":
-        return run_train(args, argv)
-    if args.command == "study":
-        return run_study(args)
-    return 0
+    try:
+        _use_backend(getattr(args, "backend", None), argv)
+        return COMMANDS[args.command](args, argv)
+    except USER_ERRORS as error:
+        if os.environ.get("KERAS_CRL_TRACEBACK"):
+            raise
+        print(f"keras-crl {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _use_backend(backend, argv):
@@ -204,29 +239,42 @@ def _use_backend(backend, argv):
     import keras
 
     if keras.backend.backend() != backend:
-        env = dict(os.environ, KERAS_BACKEND=backend)
+        from keras_crl.backends import backend_env
+        from keras_crl.backends import installed_backends
+
+        if backend not in installed_backends():
+            raise ValueError(
+                f"--backend {backend}: {backend} is not installed. Installed: "
+                f"{', '.join(installed_backends())}. (pip install 'keras-crl[{backend}]')"
+            )
+        env = backend_env(backend)
         os.execve(sys.executable, [sys.executable, "-m", "keras_crl.cli", *argv], env)
 
 
 def run_train(args, argv):
     import keras
 
-    from keras_crl import data, models, parallel
+    from keras_crl import data
+    from keras_crl import models
+    from keras_crl import parallel
     from keras_crl.train import train
 
     if args.list:
         print("models:  ", ", ".join(models.list_models()))
         print("datasets:", ", ".join(data.list_datasets()))
         return 0
-    if (keras.backend.backend() == "torch" and args.devices > 1
-            and not parallel.launched_by_torchrun()):
+    if (
+        keras.backend.backend() == "torch"
+        and args.devices > 1
+        and not parallel.launched_by_torchrun()
+    ):
         # DistributedDataParallel: one process per device, started by torchrun.
         command = parallel.torchrun_command(args.devices, argv)
         os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
     run_dir = args.run_dir or (
         f"runs/{args.model}-{args.dataset}-{args.loss}-{keras.backend.backend()}-s{args.seed}"
     )
-    metrics = train(_config_from_args(args, run_dir))
+    metrics = train(config_from_args(args, run_dir))
     if not parallel.is_chief():
         return 0
     print(_table([metrics]))
@@ -234,18 +282,21 @@ def run_train(args, argv):
     return 0
 
 
-def run_demo(args):
+def run_demo(args, argv):
     import keras
 
     from keras_crl.train import train
 
-    print(f"keras-crl main job: {args.model} on {args.dataset}, backend "
-          f"{keras.backend.backend()}, {args.epochs} epochs per loss\n")
+    print(
+        f"keras-crl main job: {args.model} on {args.dataset}, backend "
+        f"{keras.backend.backend()}, {args.epochs} epochs per loss\n"
+    )
     results = []
     for loss in ("ce", "crl"):
-        args.loss = loss
-        config = _config_from_args(args, os.path.join(args.run_dir, loss))
-        config.verbose = 0 if args.verbose == 1 else args.verbose
+        config = config_from_args(args, os.path.join(args.run_dir, loss))
+        config = dataclasses.replace(
+            config, loss=loss, verbose=0 if args.verbose == 1 else args.verbose
+        )
         print(f"training with {loss} ...", flush=True)
         results.append(train(config))
     print()
@@ -254,26 +305,55 @@ def run_demo(args):
     return 0
 
 
-def run_compare(argv):
+def run_compare(args, argv):
     from keras_crl.compare import compare_backends
     from keras_crl.compare import format_table
 
-    args, train_args = build_parser().parse_known_args(["compare-backends", *argv])
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(backends) - set(BACKENDS))
-    if unknown:
-        raise SystemExit(f"Unknown backends {unknown}. Valid backends: {', '.join(BACKENDS)}.")
-    rows = compare_backends([*COMPARE_DEFAULTS, *train_args], args.out_dir, backends)
+    backends = check_backends(args.backends)
+    rows = compare_backends(config_from_args(args, args.out_dir), args.out_dir, backends)
     print()
     print(format_table(rows))
     print(f"\nRuns, comparison.md and loss/accuracy overlays: {args.out_dir}")
     return 0
 
 
-def run_study(args):
-    from keras_crl.study import run_from_args
+def run_study(args, argv):
+    import keras
 
-    return run_from_args(args)
+    from keras_crl import study
+
+    current = keras.backend.backend()
+    settings = study.resolve_settings(
+        dataclasses.asdict(config_from_args(args, run_dir="")),
+        seeds=args.seeds,
+        backends=args.backends or current,
+        extra=args.extra,
+        sweep=args.sweep,
+        quick=args.quick,
+        out_dir=args.out_dir,
+    )
+    n_variants = len(settings.all_variants())
+    n_runs = len(settings.backends) * n_variants * len(settings.seeds)
+    print(
+        f"keras-crl study: {n_variants} losses x {len(settings.seeds)} seeds "
+        f"x {len(settings.backends)} backend(s) = {n_runs} runs into {args.out_dir}",
+        flush=True,
+    )
+    results = study.run(settings, args.out_dir, current)
+    print()
+    print(study.main_table(results))
+    print(
+        f"\nReport: {os.path.join(args.out_dir, 'report.md')} (plots and results.json next to it)"
+    )
+    return 0
+
+
+COMMANDS = {
+    "demo": run_demo,
+    "train": run_train,
+    "compare-backends": run_compare,
+    "study": run_study,
+}
 
 
 def _table(rows):
@@ -281,13 +361,19 @@ def _table(rows):
     lines = [header]
     for m in rows:
         alpha_beta = (f"{m['alpha']:g}", f"{m['beta']:g}") if m["loss"] == "crl" else ("-", "-")
-        lines.append((
-            m["loss"], *alpha_beta, m["backend"],
-            f"{100 * m['test_accuracy']:.2f} %",
-            f"{100 * m['best_val_accuracy']:.2f} %" if m["best_val_accuracy"] is not None else "-",
-            f"{m['seconds_per_epoch']:.2f}" if m["seconds_per_epoch"] else "-",
-            f"{m['images_per_second']:.0f}" if m["images_per_second"] else "-",
-        ))
+        lines.append(
+            (
+                m["loss"],
+                *alpha_beta,
+                m["backend"],
+                f"{100 * m['test_accuracy']:.2f} %",
+                f"{100 * m['best_val_accuracy']:.2f} %"
+                if m["best_val_accuracy"] is not None
+                else "-",
+                f"{m['seconds_per_epoch']:.2f}" if m["seconds_per_epoch"] else "-",
+                f"{m['images_per_second']:.0f}" if m["images_per_second"] else "-",
+            )
+        )
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
     out.insert(1, "  ".join("-" * w for w in widths))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -17,13 +18,66 @@ def test_list(capsys):
     assert "resnet34" in out and "small_cnn" in out and "cifar100" in out and "digits" in out
 
 
-def test_unknown_names_list_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match="Valid models:.*resnet18"):
-        cli.main(["train", "--model", "resnet9000", "--run-dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="Valid datasets:.*cifar10"):
-        cli.main(["train", "--dataset", "imagenet21k", "--run-dir", str(tmp_path)])
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
+    for args, message in (
+        (["train", "--model", "resnet9000"], "Valid models:.*resnet18"),
+        (["train", "--dataset", "imagenet21k"], "Valid datasets:.*cifar10"),
+        (["train", "--dataset", "folder", "--data-dir", str(tmp_path / "none")], "does not exist"),
+        (["train", "--dataset", "folder"], "needs --data-dir"),
+        (["study", "--extra", "focal"], "crl:ALPHA:BETA"),
+        (["compare-backends", "--backends", "numpy"], "Valid backends"),
+    ):
+        assert (
+            cli.main(
+                [*args, "--out-dir" if args[0] != "train" else "--run-dir", str(tmp_path / "out")]
+            )
+            == 2
+        ), args
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert re.search(f"keras-crl {args[0]}: error: .*{message}", err), err
     with pytest.raises(SystemExit):
         cli.main(["train", "--backend", "numpyy"])
+
+
+def test_corrupt_weights_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not an HDF5 file")
+    status = cli.main(
+        [
+            "train",
+            "--init-weights",
+            str(bad),
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--verbose",
+            "0",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and str(bad) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_without_tensorflow_an_installed_backend_is_chosen(tmp_path):
+    # TensorFlow made unimportable, no backend configured: Keras' default
+    # would fail at import; keras-crl picks an installed one and says so.
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = None  # as if not installed: find_spec gives None\n"
+        "from keras_crl import cli\n"
+        "sys.exit(cli.main(['train', '--list']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json naming a backend
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "KERAS_BACKEND=torch" in result.stderr and "small_cnn" in result.stdout
 
 
 def test_demo_prints_a_results_table(tmp_path, capsys):
@@ -38,9 +92,27 @@ def test_demo_prints_a_results_table(tmp_path, capsys):
 
 def test_train_with_overrides_and_resume(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["train", "--dataset", "digits", "--loss", "nllr", "--epochs", "2", "--batch-size", "32",
-            "--lr", "0.02", "--limit", "96", "--recipe", "cosine", "--verbose", "0",
-            "--run-dir", str(run_dir)]
+    args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--loss",
+        "nllr",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.02",
+        "--limit",
+        "96",
+        "--recipe",
+        "cosine",
+        "--verbose",
+        "0",
+        "--run-dir",
+        str(run_dir),
+    ]
     assert cli.main(args) == 0
     config = json.loads((run_dir / "config.json").read_text())
     assert config["recipe"]["schedule"] == "cosine" and config["recipe"]["batch_size"] == 32
@@ -61,8 +133,25 @@ def test_backend_flag_switches_backend(tmp_path):
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     subprocess.run(
-        [sys.executable, "-m", "keras_crl.cli", "train", "--backend", other, "--epochs", "1",
-         "--limit", "64", "--verbose", "0", "--run-dir", str(run_dir)],
-        check=True, env=env, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "keras_crl.cli",
+            "train",
+            "--backend",
+            other,
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--verbose",
+            "0",
+            "--run-dir",
+            str(run_dir),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
     assert json.loads((run_dir / "metrics.json").read_text())["backend"] == other

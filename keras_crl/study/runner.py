@@ -1,0 +1,232 @@
+"""Trains a study's runs: one process per backend, resumable, then the report.
+
+    python -m keras_crl.study.runner OUT_DIR
+
+is the per-backend worker: it trains this process's backend's missing runs
+of the study described in `OUT_DIR/study.json`.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from keras_crl import backends
+from keras_crl import run_folder
+from keras_crl.study.report import write_report
+from keras_crl.study.settings import load_settings
+from keras_crl.study.settings import run_dir
+from keras_crl.study.settings import save_settings
+
+
+def run(settings, out_dir, current_backend, echo=print):
+    """Trains every missing run of `settings`, then writes the report.
+
+    Args:
+        settings: A `StudySettings`.
+        out_dir: The study folder.
+        current_backend: The backend this process runs; its runs train here,
+            every other backend's in its own process.
+        echo: Where progress lines go.
+
+    Returns:
+        The aggregates written to `results.json` (see `analyse`).
+    """
+    save_settings(settings, out_dir)
+    for backend in settings.backends:
+        if backend == current_backend:
+            train_backend(out_dir, echo=echo)
+        else:
+            _train_in_subprocess(out_dir, backend, echo)
+    records = collect(settings, out_dir)
+    return write_report(settings, records, out_dir)
+
+
+def _train_in_subprocess(out_dir, backend, echo):
+    # Every run builds and compiles a fresh model; JAX's persistent cache lets
+    # the seeds of one loss reuse the first seed's compiled step.
+    cache = {
+        "JAX_COMPILATION_CACHE_DIR": os.environ.get(
+            "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "keras_crl_jax_cache")
+        ),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": os.environ.get(
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"
+        ),
+    }
+    logs = Path(out_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{backend}.stderr.log"
+    echo(f"[{backend}] own process; its warnings go to {log_path}", flush=True)
+    with open(log_path, "w") as stderr:
+        # stdout is inherited: the worker's progress lines show as they come.
+        proc = backends.start(backend, "keras_crl.study.runner", [out_dir], cache, stderr=stderr)
+        proc.wait()
+    if proc.returncode:
+        tail = log_path.read_text()[-3000:]
+        raise RuntimeError(f"The {backend} runs failed (exit {proc.returncode}):\n{tail}")
+
+
+def train_backend(out_dir, echo=print):
+    """Trains this process's backend's missing runs of the study in `out_dir`.
+
+    What `python -m keras_crl.study.runner OUT_DIR` runs. A run whose `metrics.json` exists
+    is checked against the settings and skipped; a partial one resumes from
+    its `state.npz`. A run whose loss turns NaN is recorded as failed
+    (`failed.json`) and not retried: it would fail the same way again.
+
+    Returns:
+        The number of runs trained (or resumed) by this call.
+    """
+    import keras
+
+    from keras_crl import train as train_lib
+
+    settings = load_settings(out_dir)
+    backend = keras.backend.backend()
+    trained = 0
+    for v in settings.all_variants():
+        for seed in settings.seeds:
+            folder = run_dir(out_dir, backend, v, seed)
+            config = train_lib.TrainConfig(
+                **settings.training,
+                loss=v.loss,
+                alpha=v.alpha,
+                beta=v.beta,
+                seed=seed,
+                run_dir=str(folder),
+                resume=True,
+                verbose=0,
+            )
+            tag = f"[{backend}] {v.label:<18} seed {seed}"
+            if (folder / "metrics.json").exists():
+                _check_finished(folder, config, backend)
+                echo(f"{tag}: done before, skipped", flush=True)
+                continue
+            if (folder / "failed.json").exists():
+                echo(f"{tag}: failed before (NaN loss), skipped", flush=True)
+                continue
+            resumed = (folder / "state.npz").exists()
+            start = time.perf_counter()
+            try:
+                metrics = train_lib.train(config)
+            except FloatingPointError as error:
+                run_folder.write_json(folder / "failed.json", {"error": str(error)})
+                echo(f"{tag}: FAILED: {error}", flush=True)
+                continue
+            finally:
+                # Each run builds a new model; free the previous graph.
+                keras.backend.clear_session()
+            wall = time.perf_counter() - start
+            run_folder.write_json(
+                folder / "study_time.json", {"wall_seconds": wall, "resumed": resumed}
+            )
+            trained += 1
+            echo(
+                f"{tag}: test {100 * metrics['test_accuracy']:.2f} %  "
+                f"({wall:.1f} s{', resumed' if resumed else ''})",
+                flush=True,
+            )
+    return trained
+
+
+def _check_finished(folder, config, backend):
+    """A finished run must be the run the study asks for."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    expected = {
+        "backend": backend,
+        "loss": config.loss,
+        "alpha": config.alpha,
+        "beta": config.beta,
+        "seed": config.seed,
+        "epochs": config.resolved_recipe().epochs,
+    }
+    wrong = {k: metrics.get(k) for k, v in expected.items() if metrics.get(k) != v}
+    if wrong:
+        raise ValueError(
+            f"{folder}/metrics.json does not belong to this study: {wrong} (expected {expected})."
+        )
+
+
+def collect(settings, out_dir, require_all=True):
+    """Every run's numbers and training curves, read from the run folders.
+
+    Returns:
+        A list of dicts, one per run: backend, variant (name), label, loss,
+        alpha, beta, seed, failed, test_accuracy, best_epoch,
+        best_val_accuracy, final_train_loss, seconds_per_epoch, wall_seconds,
+        run (the folder relative to `out_dir`), config (dataset sizes and
+        recipe of the run) and log (`log.csv` columns).
+
+    Raises:
+        FileNotFoundError: A run has neither `metrics.json` nor `failed.json`
+            (and `require_all`).
+    """
+    out_dir = Path(out_dir)
+    records, missing = [], []
+    for backend in settings.backends:
+        for v in settings.all_variants():
+            for seed in settings.seeds:
+                folder = run_dir(out_dir, backend, v, seed)
+                record = {
+                    "backend": backend,
+                    "variant": v.name,
+                    "label": v.label,
+                    "loss": v.loss,
+                    "alpha": v.alpha,
+                    "beta": v.beta,
+                    "seed": seed,
+                    "run": str(folder.relative_to(out_dir)),
+                }
+                if (folder / "metrics.json").exists():
+                    metrics = json.loads((folder / "metrics.json").read_text())
+                    record.update(
+                        failed=False,
+                        **{
+                            k: metrics.get(k)
+                            for k in (
+                                "test_accuracy",
+                                "test_images",
+                                "best_epoch",
+                                "best_val_accuracy",
+                                "final_train_loss",
+                                "seconds_per_epoch",
+                            )
+                        },
+                    )
+                elif (folder / "failed.json").exists():
+                    record.update(
+                        failed=True,
+                        test_accuracy=None,
+                        error=json.loads((folder / "failed.json").read_text())["error"],
+                    )
+                else:
+                    missing.append(str(folder))
+                    continue
+                timing = folder / "study_time.json"
+                record["wall_seconds"] = (
+                    json.loads(timing.read_text())["wall_seconds"] if timing.exists() else None
+                )
+                if (folder / "config.json").exists():
+                    config = json.loads((folder / "config.json").read_text())
+                    record["config"] = {
+                        k: config[k] for k in ("dataset", "recipe", "milestones_used")
+                    }
+                record["log"] = run_folder.read_log(folder / "log.csv")
+                records.append(record)
+    if missing and require_all:
+        raise FileNotFoundError("Runs without results: " + ", ".join(missing))
+    return records
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m keras_crl.study.runner OUT_DIR")
+    train_backend(argv[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""What a study trains (`StudySettings`), its defaults, and `study.json`."""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from keras_crl.backends import check_backends
+from keras_crl.study.variants import COMPARED
+from keras_crl.study.variants import Variant
+from keras_crl.study.variants import parse_variant
+from keras_crl.study.variants import sweep_variants
+from keras_crl.study.variants import unique_variants
+from keras_crl.train import TrainConfig
+
+# Training settings a study compares losses under: the recipe and the data,
+# never the loss or the seed. A rerun into the same folder must match them.
+TRAINING_FIELDS = (
+    "model",
+    "dataset",
+    "recipe",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "augment",
+    "validation_split",
+    "data_dir",
+    "dataset_options",
+    "limit",
+    "jit",
+    "precision",
+)
+
+# The bundled digits (1294 training images) with small_cnn: the demo's batch
+# and learning rate, and 30 epochs (the paper's step schedule scaled to 15
+# and 22): 20 runs on one backend take about four minutes on 2 CPU cores.
+DIGITS_DEFAULTS = {"batch_size": 64, "learning_rate": 0.05, "epochs": 30}
+FULL_SEEDS = 5
+# --quick: a smoke run of the whole pipeline in under two minutes; two seeds
+# are the fewest that give a spread.
+QUICK = {"epochs": 8, "seeds": 2}
+
+
+@dataclasses.dataclass
+class StudySettings:
+    """What a study trains.
+
+    Args:
+        training: `TrainConfig` fields shared by every run (see
+            `TRAINING_FIELDS`).
+        seeds: The seeds; every loss trains once per seed and backend.
+        backends: Keras backends, each trained in its own process.
+        variants: The losses of the main comparison (CE first).
+        sweep: Also train the alpha x beta grid.
+        quick: Whether `--quick` chose the defaults (reported).
+        command: The command line, for the report.
+    """
+
+    training: dict
+    seeds: list
+    backends: list
+    variants: list
+    sweep: bool = False
+    quick: bool = False
+    command: str = ""
+
+    def all_variants(self):
+        """Every loss to train: the compared ones, then the sweep's others."""
+        return unique_variants([*self.variants, *(sweep_variants() if self.sweep else [])])
+
+    def to_json(self):
+        return {
+            **dataclasses.asdict(self),
+            "variants": [dataclasses.asdict(v) for v in self.variants],
+        }
+
+    @classmethod
+    def from_json(cls, obj):
+        obj = dict(obj)
+        obj["variants"] = [Variant(**v) for v in obj["variants"]]
+        return cls(**obj)
+
+
+def resolve_settings(
+    training, *, seeds=None, backends, extra=(), sweep=False, quick=False, out_dir="runs/study"
+):
+    """`StudySettings` from what the user chose; `None` means "the default".
+
+    Explicit values win; then `--quick`'s settings (`QUICK`); then, on the
+    bundled digits, `DIGITS_DEFAULTS`; then the recipe's own values.
+
+    Args:
+        training: `TrainConfig` fields shared by every run
+            (`TRAINING_FIELDS`; missing ones take `TrainConfig`'s defaults,
+            others such as loss, seed or run folder are ignored).
+        seeds: Number of seeds (seeds `0..seeds-1`).
+        backends: Backend names, or one comma-separated string.
+        extra: More losses, as `parse_variant` strings (`"crl:0.5:0.5"`).
+        sweep: Also train the alpha x beta grid.
+        quick: The smoke-test defaults.
+        out_dir: The study folder (for the command line in the report).
+
+    Returns:
+        A `StudySettings`.
+    """
+    unset = dataclasses.asdict(TrainConfig())
+    training = {k: training.get(k, unset[k]) for k in TRAINING_FIELDS}
+    defaults = dict(DIGITS_DEFAULTS) if training["dataset"] == "digits" else {}
+    if quick:
+        defaults["epochs"] = QUICK["epochs"]
+    for key, value in defaults.items():
+        if training[key] is None:
+            training[key] = value
+    if seeds is None:
+        seeds = QUICK["seeds"] if quick else FULL_SEEDS
+    if seeds < 1:
+        raise ValueError(f"The number of seeds must be at least 1. Received: seeds={seeds}")
+    settings = StudySettings(
+        training=training,
+        seeds=list(range(seeds)),
+        backends=list(dict.fromkeys(check_backends(backends))),
+        variants=unique_variants([*COMPARED, *(parse_variant(e) for e in extra)]),
+        sweep=bool(sweep),
+        quick=bool(quick),
+    )
+    settings.command = command_line(settings, out_dir)
+    return settings
+
+
+def command_line(settings, out_dir):
+    """The `keras-crl study` command that trains `settings`, every choice spelled out.
+
+    Written into the report: it stays exact if a default changes later.
+    """
+    tr = settings.training
+    parts = ["keras-crl", "study"]
+    if settings.quick:
+        parts.append("--quick")
+    flags = [
+        ("--dataset", tr["dataset"]),
+        ("--model", tr["model"]),
+        ("--recipe", tr["recipe"]),
+        ("--epochs", tr["epochs"]),
+        ("--batch-size", tr["batch_size"]),
+        ("--lr", tr["learning_rate"]),
+        ("--momentum", tr["momentum"]),
+        ("--weight-decay", tr["weight_decay"]),
+        ("--schedule", tr["schedule"]),
+        ("--limit", tr["limit"]),
+        ("--data-dir", tr["data_dir"] or tr["dataset_options"].get("path")),
+        ("--image-size", (tr["dataset_options"].get("image_size") or [None])[0]),
+        ("--validation-split", tr["validation_split"] if tr["validation_split"] != 0.1 else None),
+        ("--jit", {True: "on", False: "off"}.get(tr["jit"])),
+        ("--precision", tr["precision"] if tr["precision"] != "float32" else None),
+    ]
+    parts += [
+        f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+        for flag, value in flags
+        if value is not None
+    ]
+    if tr["augment"] is False:
+        parts.append("--no-augment")
+    if settings.seeds == list(range(len(settings.seeds))):
+        parts.append(f"--seeds {len(settings.seeds)}")
+    parts.append(f"--backends {','.join(settings.backends)}")
+    for v in settings.variants:
+        if v not in COMPARED:
+            spec = f"crl:{v.alpha:g}:{v.beta:g}" if v.loss == "crl" else v.loss
+            parts.append(f"--extra {spec}")
+    if settings.sweep:
+        parts.append("--sweep")
+    parts.append(f"--out-dir {out_dir}")
+    return " ".join(parts)
+
+
+def save_settings(settings, out_dir):
+    """Writes `out_dir/study.json`, refusing to mix other training settings in.
+
+    Raises:
+        ValueError: `out_dir` holds a study trained with other settings.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / "study.json"
+    if path.exists():
+        old = json.loads(path.read_text())["training"]
+        new = json.loads(json.dumps(settings.training))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{out_dir} holds a study trained with other settings ({details}); its "
+                "finished runs would be mixed with new ones. Use another --out-dir."
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(settings.to_json(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_settings(out_dir):
+    return StudySettings.from_json(json.loads((Path(out_dir) / "study.json").read_text()))
+
+
+def run_dir(out_dir, backend, v, seed):
+    """Where one run lives: `out_dir/runs/<backend>/<variant>/seed<k>`."""
+    return Path(out_dir) / "runs" / backend / v.name / f"seed{seed}"

@@ -1,0 +1,271 @@
+"""The study's statistics: plain and conservative, since seeds are few.
+
+Pure NumPy/SciPy on accuracies; `analyse` turns a study's run records into
+per-loss summaries and paired comparisons against cross-entropy.
+"""
+
+import math
+
+import numpy as np
+
+from keras_crl.study.variants import BASELINE
+from keras_crl.study.variants import SWEEP_ALPHAS
+from keras_crl.study.variants import SWEEP_BETAS
+from keras_crl.study.variants import variant
+
+
+def describe(values):
+    """n, mean, sample std (n - 1), min and max of `values`."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    return {
+        "n": n,
+        "mean": float(v.mean()) if n else None,
+        "std": float(v.std(ddof=1)) if n > 1 else None,
+        "min": float(v.min()) if n else None,
+        "max": float(v.max()) if n else None,
+    }
+
+
+def sign_test(wins, losses):
+    """Two-sided exact sign test p-value; ties are left out."""
+    m = wins + losses
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(min(wins, losses) + 1)) / 2.0**m
+    return min(1.0, 2.0 * tail)
+
+
+def paired(differences, confidence=0.95):
+    """A paired comparison from per-seed differences (variant minus baseline).
+
+    Returns:
+        A dict: n, mean, std (sample), t (paired t statistic), p_t (two-sided),
+        ci (the `confidence` interval of the mean difference, from the t
+        distribution), wins / ties / losses (seeds where the variant is
+        above / equal to / below the baseline) and p_sign (exact two-sided
+        sign test). t, p_t and ci are None with fewer than two seeds; t and
+        p_t also when every seed moved by exactly the same amount, where the
+        t test has no spread to measure (with accuracies on a few hundred
+        test images and two or three seeds, that happens by chance).
+
+    Example:
+
+    >>> round(paired([1.0, 2.0, 3.0])["t"], 6)  # 2 / (1 / sqrt(3))
+    3.464102
+    """
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    out = describe(d)
+    out.update(wins=int((d > 0).sum()), ties=int((d == 0).sum()), losses=int((d < 0).sum()))
+    out["p_sign"] = sign_test(out["wins"], out["losses"])
+    out.update(t=None, p_t=None, ci=None)
+    if n >= 2:
+        se = out["std"] / math.sqrt(n)
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
+        if se > 0:
+            out["t"] = out["mean"] / se
+            out["p_t"] = float(2 * stats.t.sf(abs(out["t"]), n - 1))
+            out["ci"] = [out["mean"] - half, out["mean"] + half]
+    return out
+
+
+def holm(pvalues):
+    """Holm's step-down adjustment; `None`s stay `None`.
+
+    Controls the chance of any false claim over the whole family of
+    comparisons, whatever their dependence (the backends share seeds).
+    """
+    indexed = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(indexed)
+    adjusted = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def analyse(settings, records):
+    """Aggregates per backend and loss, paired comparisons against CE.
+
+    Accuracies are in percent, differences in percentage points. Paired
+    differences use the seeds where both runs finished.
+
+    Returns:
+        A dict with `summary` (one row per backend and loss),
+        `comparisons` (each compared loss vs CE, per backend, with Holm's
+        adjustment over all of them), `sweep` (the grid, when swept, with its
+        own Holm family) and `backend_agreement`.
+    """
+    accuracy = {}
+    for r in records:
+        if not r["failed"]:
+            accuracy[(r["backend"], r["variant"], r["seed"])] = percent(r)
+    failed = {}
+    for r in records:
+        if r["failed"]:
+            failed.setdefault((r["backend"], r["variant"]), []).append(r["seed"])
+
+    def values(backend, v):
+        return [
+            accuracy[(backend, v.name, s)]
+            for s in settings.seeds
+            if (backend, v.name, s) in accuracy
+        ]
+
+    def versus_ce(backend, v):
+        seeds = [
+            s
+            for s in settings.seeds
+            if (backend, v.name, s) in accuracy and (backend, BASELINE.name, s) in accuracy
+        ]
+        result = paired(
+            [accuracy[(backend, v.name, s)] - accuracy[(backend, BASELINE.name, s)] for s in seeds]
+        )
+        return {"backend": backend, "variant": v.name, "label": v.label, **result}
+
+    def by_run(rows, key):
+        return [r[key] for r in rows if r.get(key) is not None]
+
+    summary = []
+    for backend in settings.backends:
+        for v in settings.all_variants():
+            runs = [
+                r
+                for r in records
+                if r["backend"] == backend and r["variant"] == v.name and not r["failed"]
+            ]
+            summary.append(
+                {
+                    "backend": backend,
+                    "variant": v.name,
+                    "label": v.label,
+                    "loss": v.loss,
+                    "alpha": v.alpha,
+                    "beta": v.beta,
+                    "compared": v in settings.variants,
+                    **describe(values(backend, v)),
+                    "failed_seeds": failed.get((backend, v.name), []),
+                    "mean_best_epoch": _mean(by_run(runs, "best_epoch"), offset=1),
+                    "seconds_per_epoch": _mean(by_run(runs, "seconds_per_epoch")),
+                    "wall_seconds_per_run": _mean(by_run(runs, "wall_seconds")),
+                    "wall_seconds_total": float(sum(by_run(runs, "wall_seconds"))),
+                    "runs_timed": len(by_run(runs, "wall_seconds")),
+                }
+            )
+
+    comparisons = [
+        versus_ce(b, v) for b in settings.backends for v in settings.variants if v != BASELINE
+    ]
+    if len(settings.backends) > 1:
+        # The seed is the unit of replication; averaging a seed's runs over
+        # the backends damps their rounding-driven divergence.
+        for v in settings.variants:
+            complete = [
+                s
+                for s in settings.seeds
+                if all(
+                    (b, n, s) in accuracy
+                    for b in settings.backends
+                    for n in (v.name, BASELINE.name)
+                )
+            ]
+            means = [
+                np.mean([accuracy[(b, v.name, s)] for b in settings.backends]) for s in complete
+            ]
+            summary.append(
+                {
+                    "backend": POOLED,
+                    "variant": v.name,
+                    "label": v.label,
+                    "loss": v.loss,
+                    "alpha": v.alpha,
+                    "beta": v.beta,
+                    "compared": True,
+                    **describe(means),
+                    "failed_seeds": [],
+                }
+            )
+            if v != BASELINE:
+                ce = [
+                    np.mean([accuracy[(b, BASELINE.name, s)] for b in settings.backends])
+                    for s in complete
+                ]
+                comparisons.append(
+                    {
+                        "backend": POOLED,
+                        "variant": v.name,
+                        "label": v.label,
+                        **paired(np.subtract(means, ce)),
+                    }
+                )
+    for row, p in zip(comparisons, holm([c["p_t"] for c in comparisons])):
+        row["p_holm"] = p
+
+    sweep = []
+    if settings.sweep:
+        for backend in settings.backends:
+            for a in SWEEP_ALPHAS:
+                for b in SWEEP_BETAS:
+                    v = variant("crl", a, b)
+                    sweep.append(
+                        {
+                            "backend": backend,
+                            "alpha": a,
+                            "beta": b,
+                            "variant": v.name,
+                            "accuracy": describe(values(backend, v)),
+                            # The beta = 0 column is CE itself.
+                            "versus_ce": versus_ce(backend, v) if v != BASELINE else None,
+                        }
+                    )
+        tested = [r for r in sweep if r["versus_ce"] is not None]
+        for row, p in zip(tested, holm([r["versus_ce"]["p_t"] for r in tested])):
+            row["versus_ce"]["p_holm"] = p
+
+    return {
+        "summary": summary,
+        "comparisons": comparisons,
+        "sweep": sweep,
+        "backend_agreement": _backend_agreement(settings, accuracy),
+    }
+
+
+def percent(record):
+    """Test accuracy in percent, snapped to whole test images.
+
+    Keras averages in float32; snapping makes equal counts compare equal, so
+    ties and paired differences are exact.
+    """
+    accuracy = 100.0 * record["test_accuracy"]
+    images = record.get("test_images")
+    if images:
+        accuracy = 100.0 * round(record["test_accuracy"] * images) / images
+    return accuracy
+
+
+def _mean(values, offset=0):
+    return float(np.mean(values)) + offset if values else None
+
+
+# The backend column of the rows averaged over backends, seed by seed.
+POOLED = "all (seed means)"
+
+
+def _backend_agreement(settings, accuracy):
+    """How far the backends' runs of the same loss and seed are apart."""
+    if len(settings.backends) < 2:
+        return None
+    pairs, same, spread = 0, 0, 0.0
+    for v in settings.all_variants():
+        for s in settings.seeds:
+            found = [accuracy.get((b, v.name, s)) for b in settings.backends]
+            if None in found:
+                continue
+            pairs += 1
+            same += max(found) == min(found)
+            spread = max(spread, max(found) - min(found))
+    return {"runs_compared": pairs, "identical_test_accuracy": same, "max_difference": spread}
