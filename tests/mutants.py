@@ -38,17 +38,101 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "CRL from logits via log(1 - softmax), integer labels",
+        "keras_crl/losses.py",
+        "losses = _ratio_loss(log_ratio, alpha, beta, epsilon)",
+        "losses = _ratio_loss(log_ratio, 0.0, 0.0, epsilon) + beta * ops.log(alpha + 1.0 - "
+        "ops.minimum(ops.sum(ops.where(is_label, ops.softmax(y_pred), 0.0), axis=-1), "
+        "1.0 - epsilon))",
+        (
+            "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
+            "tests/test_losses.py::TestNumerics::test_value_and_gradient_match_formula_in_float32",
+        ),
+    ),
+    Mutant(
+        "CRL from logits via 1 - softmax, one-hot targets",
+        "keras_crl/losses.py",
+        "    _, rest = _competing_mass(exps, total)",
+        "    rest = 1.0 - exps / total",
+        (
+            "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
+            "tests/test_losses.py::TestNumerics::test_soft_targets_precise_near_one",
+        ),
+    ),
+    Mutant(
+        "probabilities via 1 - p_y, integer labels",
+        "keras_crl/losses.py",
+        "label_mass / total, competing / total, alpha, beta, epsilon",
+        "label_mass / total, 1.0 - label_mass / total, alpha, beta, epsilon",
+        ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+    ),
+    Mutant(
+        "probabilities via 1 - p, one-hot targets",
+        "keras_crl/losses.py",
+        "        probs, rest = _competing_mass(y_pred, total)",
+        "        probs, rest = y_pred / total, 1.0 - y_pred / total",
+        ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+    ),
+    Mutant(
+        "epsilon clamp removed, logits and integer labels",
+        "keras_crl/losses.py",
+        "    log_ratio = ops.maximum(log_ratio, math.log(epsilon) - math.log1p(-epsilon))",
+        "    log_ratio = log_ratio",
+        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+    ),
+    Mutant(
+        "epsilon clamp removed, logits and one-hot targets",
+        "keras_crl/losses.py",
+        "    log_probs, rest = ops.minimum(log_probs, math.log1p(-epsilon)), "
+        "ops.maximum(rest, epsilon)",
+        "    log_probs, rest = log_probs, rest",
+        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+    ),
+    Mutant(
+        "epsilon clip removed, probabilities",
+        "keras_crl/losses.py",
+        "    p, rest = ops.clip(p, epsilon, 1.0 - epsilon), ops.clip(rest, epsilon, 1.0 - epsilon)",
+        "    p, rest = p, rest",
+        (
+            "tests/test_losses.py::TestNumerics::test_probability_clamp_at_both_ends",
+            "tests/test_losses.py::TestValues::test_probabilities_match_authors_code",
+        ),
+    ),
+    Mutant(
+        "label-range check removed",
+        "keras_crl/losses.py",
+        "    if bad.any():",
+        "    if False:",
+        (
+            "tests/test_losses.py::TestBadInput::test_label_out_of_range",
+            "tests/test_losses.py::TestBadInput::test_ignore_class_is_not_out_of_range",
+        ),
+    ),
+    Mutant(
+        "16-bit inputs not computed in float32",
+        "keras_crl/losses.py",
+        "    if _dtype_bits(out_dtype) < 32:",
+        "    if False:",
+        (
+            "tests/test_losses.py::TestNumerics::test_16_bit_probabilities_computed_in_float32",
+            "tests/test_losses.py::TestNumerics::test_integer_labels_exact_for_large_k_in_bfloat16",
+        ),
+    ),
+    Mutant(
         "resume ignores the checkpoint",
         "keras_crl/train.py",
         "resuming = config.resume and state_path.exists()",
         "resuming = False",
-        ("tests/test_crash_resume.py", "tests/test_train.py::test_resume_continues_exactly",
-         "tests/test_cli.py::test_train_with_overrides_and_resume"),
+        (
+            "tests/test_crash_resume.py",
+            "tests/test_train.py::test_resume_continues_exactly",
+            "tests/test_cli.py::test_train_with_overrides_and_resume",
+        ),
     ),
     Mutant(
         "resume restarts from the initial weights",
         "keras_crl/train.py",
-        "    if resuming:\n        load_state(trainer, state_path)\n",
+        "    if resuming:\n        run_folder.load_state(trainer, state_path)\n",
         "",
         ("tests/test_crash_resume.py", "tests/test_train.py::test_resume_continues_exactly"),
     ),
@@ -63,7 +147,8 @@ MUTANTS = [
         "L2 decoupled in TorchSGD",
         "keras_crl/recipes.py",
         "        if self.l2:\n            gradient = gradient + self.l2 * variable\n",
-        "        if self.l2:\n            self.assign_sub(variable, learning_rate * self.l2 * variable)\n",
+        "        if self.l2:\n"
+        "            self.assign_sub(variable, learning_rate * self.l2 * variable)\n",
         ("tests/test_recipes.py",),
     ),
     Mutant(
@@ -72,6 +157,82 @@ MUTANTS = [
         "    owners = _variable_initializers(model)\n",
         "    return model\n    owners = _variable_initializers(model)\n",
         ("tests/cross_backend/test_consistency.py::test_initial_weights_are_bit_identical",),
+        backend=None,
+    ),
+    Mutant(
+        "replica averaging removed",
+        "keras_crl/parallel.py",
+        "        dist.all_reduce(tensor)\n        return tensor.numpy() / dist.get_world_size()",
+        "        return tensor.numpy()",
+        (
+            "tests/cross_backend/test_multi_device.py::test_two_torch_processes_step_equals_one",
+            "tests/cross_backend/test_multi_device.py::test_two_torch_processes_average_batch_norm_statistics",
+            "tests/cross_backend/test_multi_device.py::test_train_command_with_two_torch_processes",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "each torch process trains on the whole batch",
+        "keras_crl/parallel.py",
+        "        return x[part], y[part]",
+        "        return x, y",
+        (
+            "tests/cross_backend/test_multi_device.py::test_two_torch_processes_train_on_their_shares",
+            "tests/cross_backend/test_multi_device.py::test_two_torch_processes_average_batch_norm_statistics",
+            "tests/cross_backend/test_multi_device.py::test_train_command_with_two_torch_processes",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "JAX and TensorFlow never split the batch",
+        "keras_crl/parallel.py",
+        "    if devices == 1:\n        yield\n        return\n",
+        '    if devices == 1 or keras.backend.backend() != "torch":\n'
+        "        yield\n        return\n",
+        ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch",),
+        backend=None,
+    ),
+    Mutant(
+        "torch gradients summed, not averaged",
+        "keras_crl/parallel.py",
+        '        object.__setattr__(self, "_ddp", DistributedDataParallel(model))\n',
+        '        object.__setattr__(self, "_ddp", DistributedDataParallel(model))\n'
+        "        import torch.distributed as dist\n"
+        "        self._ddp.register_comm_hook(None, lambda _, bucket: dist.all_reduce(\n"
+        "            bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0]))\n",
+        ("tests/cross_backend/test_multi_device.py::test_two_torch_processes_step_equals_one",),
+        backend=None,
+    ),
+    Mutant(
+        "TensorFlow loss not scaled by the replicas",
+        "keras_crl/parallel.py",
+        "        with _mirrored_strategy(tuple(available[:devices])).scope():\n",
+        "        import keras.src.losses.loss as loss_module\n"
+        "        loss_module.scale_loss_for_distribution = lambda value: value\n"
+        "        with _mirrored_strategy(tuple(available[:devices])).scope():\n",
+        (
+            "tests/cross_backend/test_multi_device.py::test_two_devices_step_equals_one",
+            "tests/cross_backend/test_multi_device.py::test_train_command_with_two_devices_equals_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "TensorFlow batch norm per replica",
+        "keras_crl/parallel.py",
+        "                    layer.synchronized = True\n",
+        "                    layer.synchronized = False\n",
+        (
+            "tests/cross_backend/test_multi_device.py::test_two_devices_step_equals_one",
+            "tests/cross_backend/test_multi_device.py::test_train_command_with_two_devices_equals_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "last partial batch kept on several devices",
+        "keras_crl/train.py",
+        "drop_remainder=config.devices > 1",
+        "drop_remainder=False",
+        ("tests/cross_backend/test_multi_device.py::test_two_devices_drop_the_last_partial_batch",),
         backend=None,
     ),
     Mutant(
@@ -85,8 +246,11 @@ MUTANTS = [
 
 
 def copy_project(destination):
-    shutil.copytree(ROOT, destination, ignore=shutil.ignore_patterns(
-        ".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache"))
+    shutil.copytree(
+        ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache"),
+    )
 
 
 def apply(mutant, tree):
@@ -106,13 +270,31 @@ def failed_guards(mutant, tree, report):
     if mutant.backend:
         env["KERAS_BACKEND"] = mutant.backend
     # The copy must be what runs, not the installed package.
-    where = subprocess.run([sys.executable, "-c", "import keras_crl; print(keras_crl.__file__)"],
-                           cwd=tree, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import keras_crl; print(keras_crl.__file__)"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert where.stdout.strip().startswith(str(tree)), where.stdout
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
-         *mutant.guards],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            *mutant.guards,
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     failing = set()
     for case in ElementTree.parse(report).iter("testcase"):
@@ -122,7 +304,7 @@ def failed_guards(mutant, tree, report):
     caught = []
     for guard in mutant.guards:
         file, _, test = guard.partition("::")
-        module = file.removesuffix(".py")
+        module, test = file.removesuffix(".py"), test.split("::")[-1]
         if any(path.startswith(module) and (not test or name == test) for path, name in failing):
             caught.append(guard)
     return caught
@@ -135,7 +317,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.list:
         for m in MUTANTS:
-            print(f"{m.name}: {m.file} ({m.backend or 'cross-backend'}); guards: {', '.join(m.guards)}")
+            print(
+                f"{m.name}: {m.file} ({m.backend or 'cross-backend'}); "
+                f"guards: {', '.join(m.guards)}"
+            )
         return 0
     unknown = set(args.names) - {m.name for m in MUTANTS}
     if unknown:
@@ -155,8 +340,14 @@ def main(argv=None):
             else:
                 verdict = f"STALE: {problem}"
             survivors += verdict != "caught"
-            rows.append((mutant.name, f"{len(mutant.guards)}", verdict,
-                         f"{time.perf_counter() - start:.0f} s"))
+            rows.append(
+                (
+                    mutant.name,
+                    f"{len(mutant.guards)}",
+                    verdict,
+                    f"{time.perf_counter() - start:.0f} s",
+                )
+            )
             print(" | ".join(rows[-1]), flush=True)
             shutil.rmtree(tree)
     print(f"\n{len(chosen) - survivors} of {len(chosen)} mutants caught by every guard.")
