@@ -7,7 +7,7 @@ PYTHON ?= python3
 BACKENDS ?= tensorflow torch jax
 PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: install demo test bench mutants
+.PHONY: install demo lint test bench mutants
 
 install:
 	# torch first and pinned: its CPU wheel; an unpinned torch pulls CUDA.
@@ -16,6 +16,11 @@ install:
 
 demo: install
 	keras-crl
+
+# ruff, configured in pyproject.toml: lint, and the one formatter.
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 test: install
 	set -e; for backend in $(BACKENDS); do \

@@ -11,8 +11,8 @@ softmax probabilities clamped to `[1e-7, 1 - 1e-7]`:
 """
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class Block(nn.Module):
@@ -59,8 +59,9 @@ def authors_crl(logits, labels, beta=0.25, eps=1e-7):
     return torch.log((1 - p_y) ** beta / p_y + eps).mean()
 
 
-def make_step(batch_size=64, num_classes=10, loss="crl", device="cpu",
-              mixed_precision=False, seed=0):
+def make_step(
+    batch_size=64, num_classes=10, loss="crl", device="cpu", mixed_precision=False, seed=0
+):
     """Returns `(step, model)`: `step()` runs one SGD step on a fixed batch."""
     torch.manual_seed(seed)
     model = ResNet18(num_classes).to(device).train()

@@ -26,20 +26,38 @@ args = parser.parse_args()
 
 ds = load_dataset("synthetic", num_classes=10, image_size=64, num_samples=args.samples)
 recipe = get_recipe("cosine", epochs=args.epochs, batch_size=64, learning_rate=0.05)
-train = BatchPipeline(ds.x_train, ds.y_train, recipe.batch_size, mean=ds.mean, std=ds.std,
-                      augment=True, shuffle=True, seed=0)
+train = BatchPipeline(
+    ds.x_train,
+    ds.y_train,
+    recipe.batch_size,
+    mean=ds.mean,
+    std=ds.std,
+    augment=True,
+    shuffle=True,
+    seed=0,
+)
 val = BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, mean=ds.mean, std=ds.std)
 test = BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, mean=ds.mean, std=ds.std)
 
 # A ResNet-10-style backbone: basic blocks, one per stage. (keras-cv's stem
 # has 64 filters and its first basic block no projection: keep 64 first.)
 model = keras_cv_backbone_model(
-    num_classes=ds.num_classes, input_shape=ds.input_shape,
-    stackwise_num_filters=(64, 128, 256, 512), stackwise_num_blocks=(1, 1, 1, 1),
+    num_classes=ds.num_classes,
+    input_shape=ds.input_shape,
+    stackwise_num_filters=(64, 128, 256, 512),
+    stackwise_num_blocks=(1, 1, 1, 1),
 )
-model.compile(optimizer=recipe.optimizer(len(train)),
-              loss=CompetingRatioLoss(beta=0.25, from_logits=True),
-              metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-model.fit(train, validation_data=val, epochs=recipe.epochs, shuffle=False,
-          callbacks=[EpochSync(train)], verbose=2)
+model.compile(
+    optimizer=recipe.optimizer(len(train)),
+    loss=CompetingRatioLoss(beta=0.25, from_logits=True),
+    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+)
+model.fit(
+    train,
+    validation_data=val,
+    epochs=recipe.epochs,
+    shuffle=False,
+    callbacks=[EpochSync(train)],
+    verbose=2,
+)
 print("test accuracy:", model.evaluate(test, verbose=0)[1])

@@ -48,19 +48,56 @@ def test_markdown_from_synthetic_results(run):
     results = {
         "torch": {
             "gpu": False,
-            "loss": [dict(backend="torch", batch=2, classes=3, labels="integer",
-                          mode="eager", crl_us=2.0, ce_us=1.0, ratio=2.0)],
-            "train": [dict(backend="torch", mode="eager", batch=2, crl_s=1.0, ce_s=1.0,
-                           torch_s=1.0, first_step_s=[1.0, 1.0], crl_vs_ce=1.0,
-                           speed_vs_torch=1.0, images_per_s=2.0, torch_images_per_s=2.0)],
-            "memory": [dict(backend="torch", batch=2, classes=3, crl_peak=24, ce_peak=24,
-                            extra=0, extra_per_bk=0.0)],
+            "loss": [
+                dict(
+                    backend="torch",
+                    batch=2,
+                    classes=3,
+                    labels="integer",
+                    mode="eager",
+                    crl_us=2.0,
+                    ce_us=1.0,
+                    ratio=2.0,
+                )
+            ],
+            "train": [
+                dict(
+                    backend="torch",
+                    mode="eager",
+                    batch=2,
+                    crl_s=1.0,
+                    ce_s=1.0,
+                    torch_s=1.0,
+                    first_step_s=[1.0, 1.0],
+                    crl_vs_ce=1.0,
+                    speed_vs_torch=1.0,
+                    images_per_s=2.0,
+                    torch_images_per_s=2.0,
+                )
+            ],
+            "memory": [
+                dict(
+                    backend="torch",
+                    batch=2,
+                    classes=3,
+                    crl_peak=24,
+                    ce_peak=24,
+                    extra=0,
+                    extra_per_bk=0.0,
+                )
+            ],
             "pipeline": dict(batch=256, images=512, images_per_s=20.0),
         }
     }
-    report = dict(settings="quick", date="today", wall_s=1.0, threads=1,
-                  machine=run.machine(), results=results,
-                  summary=run.summarize(results, "quick"))
+    report = dict(
+        settings="quick",
+        date="today",
+        wall_s=1.0,
+        threads=1,
+        machine=run.machine(),
+        results=results,
+        summary=run.summarize(results, "quick"),
+    )
     assert report["summary"]["loss/torch"]["verdict"] == "missed"
     assert report["summary"]["train/torch"]["verdict"] == "met"
     assert report["summary"]["pipeline"]["verdict"] == "met"

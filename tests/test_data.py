@@ -144,9 +144,7 @@ def test_cifar_statistics_constants():
     [("cifar10", "cifar10", "cifar-10-batches-py"),
      ("cifar100", "cifar100", "cifar-100-python")],
 )  # fmt: skip
-def test_cifar_without_network_raises_clear_error(
-    tmp_path, monkeypatch, name, module, folder_name
-):
+def test_cifar_without_network_raises_clear_error(tmp_path, monkeypatch, name, module, folder_name):
     def offline(*args, **kwargs):
         # What keras' get_file raises when the host cannot be resolved.
         raise Exception("URL fetch failure on https://www.cs.toronto.edu: -3")
@@ -168,9 +166,7 @@ def test_cifar_from_keras_loader_is_nhwc_int32_and_split(monkeypatch):
     y = (np.arange(100) % 10).astype(np.uint8).reshape(-1, 1)
 
     monkeypatch.setattr(cifar, "_find_local_copy", lambda spec, data_dir: None)
-    monkeypatch.setattr(
-        keras.datasets.cifar10, "load_data", lambda: ((x, y), (x[:20], y[:20]))
-    )
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: ((x, y), (x[:20], y[:20])))
     ds = load_dataset("cifar10", validation_split=0.2, seed=0)
     assert ds.input_shape == (32, 32, 3)
     assert ds.y_train.dtype == np.int32 and ds.y_train.ndim == 1
@@ -181,9 +177,7 @@ def test_cifar_from_keras_loader_is_nhwc_int32_and_split(monkeypatch):
 
 
 def _write_cifar_batch(path, n, labels_key, offset):
-    planes = np.concatenate(
-        [np.full((n, 1024), offset + c, np.uint8) for c in range(3)], axis=1
-    )
+    planes = np.concatenate([np.full((n, 1024), offset + c, np.uint8) for c in range(3)], axis=1)
     entries = {b"data": planes, labels_key: (np.arange(n) % 10).tolist()}
     with open(path, "wb") as f:
         pickle.dump(entries, f)
@@ -317,9 +311,7 @@ def test_image_folder_loads(image_tree):
     for x, y in [(ds.x_train, ds.y_train), (ds.x_test, ds.y_test)]:
         # Image values encode the class: 40 * label + i, i < 10.
         np.testing.assert_array_equal(x[:, 3, 3, 0] // 40, y)
-    np.testing.assert_allclose(
-        ds.mean, (ds.x_train / 255.0).mean(axis=(0, 1, 2)), rtol=1e-6
-    )
+    np.testing.assert_allclose(ds.mean, (ds.x_train / 255.0).mean(axis=(0, 1, 2)), rtol=1e-6)
 
 
 def test_image_folder_resize_grayscale_and_test_dir(image_tree, tmp_path):
@@ -604,9 +596,7 @@ def _fit(ds, callbacks_for=None, epochs=2):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     callbacks = [data.EpochSync(pipeline)] if callbacks_for else []
-    history = model.fit(
-        pipeline, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks
-    )
+    history = model.fit(pipeline, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     assert np.isfinite(history.history["loss"]).all()
     return pipeline
 

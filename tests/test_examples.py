@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,8 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_example(name, *args, cwd):
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
-        cwd=cwd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout
@@ -28,8 +30,20 @@ def test_quickstart(tmp_path):
 
 
 def test_cifar_paper_recipe_smoke(tmp_path):
-    out = run_example("cifar_paper_recipe.py", "--dataset", "synthetic", "--model", "small_cnn",
-                      "--epochs", "1", "--limit", "64", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    out = run_example(
+        "cifar_paper_recipe.py",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert "top-1 test accuracy" in out
     assert (tmp_path / "run" / "metrics.json").exists()
 
@@ -43,10 +57,23 @@ def test_finetune_image_folder(tmp_path):
         for i in range(10):
             pixels = rng.integers(0, 255, size=(40, 36, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.png")
-    out = run_example("finetune_image_folder.py", str(tmp_path / "data"),
-                      "--model", "keras_app_mobilenet_v2", "--weights", "none",
-                      "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-                      "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    out = run_example(
+        "finetune_image_folder.py",
+        str(tmp_path / "data"),
+        "--model",
+        "keras_app_mobilenet_v2",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert "fine-tuned" in out
     assert (tmp_path / "run" / "full" / "metrics.json").exists()
 

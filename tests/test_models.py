@@ -7,8 +7,6 @@ take a real train step; the others run forward on one image, because on 2
 CPU cores compiling a train step per model would dominate the whole suite.
 """
 
-import importlib.util
-import os
 import sys
 
 import keras
@@ -39,6 +37,7 @@ PARAM_COUNTS = {
     "small_cnn": 20_138,
 }
 
+
 def count_trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
@@ -61,8 +60,12 @@ def test_list_models_is_sorted_and_complete():
     names = list_models()
     assert names == sorted(names)
     assert set(PARAM_COUNTS) <= set(names)
-    for app in ("keras_app_resnet50", "keras_app_mobilenet_v2",
-                "keras_app_densenet121", "keras_app_efficientnet_b0"):
+    for app in (
+        "keras_app_resnet50",
+        "keras_app_mobilenet_v2",
+        "keras_app_densenet121",
+        "keras_app_efficientnet_b0",
+    ):
         assert app in names
 
 
@@ -85,8 +88,7 @@ def test_zoo_param_count_and_train_step(name):
     # Every model, every backend: the count, then one real SGD step on two
     # images, which must change the weights. (The cross-backend suite also
     # compares every model's logits across the backends.)
-    model = get_model(name, num_classes=10, input_shape=(32, 32, 3),
-                      data_format="channels_last")
+    model = get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format="channels_last")
     assert model.name == name
     assert count_trainable(model) == PARAM_COUNTS[name]
     before = keras.ops.convert_to_numpy(model.trainable_weights[0]).copy()
@@ -105,8 +107,9 @@ def test_num_classes_is_honoured():
 
 
 def test_small_cnn_on_digits_sized_images():
-    model = get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1),
-                      data_format="channels_last")
+    model = get_model(
+        "small_cnn", num_classes=10, input_shape=(8, 8, 1), data_format="channels_last"
+    )
     assert count_trainable(model) < 100_000
     x = images(2, (8, 8, 1))
     first = train_one_step(model, x, np.array([3, 7]))
@@ -119,10 +122,12 @@ def test_small_cnn_on_digits_sized_images():
 
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
 def test_channels_first(name):
-    model = get_model(name, num_classes=10, input_shape=(3, 16, 16),
-                      data_format="channels_first")
-    bn_axes = {tuple(np.atleast_1d(layer.axis)) for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization)}
+    model = get_model(name, num_classes=10, input_shape=(3, 16, 16), data_format="channels_first")
+    bn_axes = {
+        tuple(np.atleast_1d(layer.axis))
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert bn_axes == {(1,)}
     logits = model(images(2, (3, 16, 16)), training=False)
     assert tuple(logits.shape) == (2, 10)
@@ -130,31 +135,34 @@ def test_channels_first(name):
 
 
 def test_small_cnn_channels_first_trains():
-    model = get_model("small_cnn", num_classes=10, input_shape=(1, 8, 8),
-                      data_format="channels_first")
+    model = get_model(
+        "small_cnn", num_classes=10, input_shape=(1, 8, 8), data_format="channels_first"
+    )
     train_one_step(model, images(2, (1, 8, 8)), np.array([0, 1]))
 
 
 def test_wide_resnet_dropout_and_depth_check():
     # A tiny WRN-10-1 exercises the same block code as WRN-28-10.
-    model = build_wide_resnet(depth=10, width=1, num_classes=3,
-                              input_shape=(8, 8, 3), dropout=0.3)
-    dropouts = [layer for layer in model.layers
-                if isinstance(layer, keras.layers.Dropout)]
+    model = build_wide_resnet(depth=10, width=1, num_classes=3, input_shape=(8, 8, 3), dropout=0.3)
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(dropouts) == 3 and dropouts[0].rate == 0.3
     assert model.output_shape == (None, 3)
     # Dropout is off by default.
     default = build_wide_resnet(depth=10, width=1, input_shape=(8, 8, 3))
-    assert not any(isinstance(layer, keras.layers.Dropout)
-                   for layer in default.layers)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in default.layers)
     with pytest.raises(ValueError, match="6n"):
         build_wide_resnet(depth=27)
 
 
 def test_application_model_builds_without_weights():
-    model = application_model("mobilenet_v2", num_classes=5,
-                              input_shape=(32, 32, 3), weights=None,
-                              freeze_backbone=True, dropout=0.2)
+    model = application_model(
+        "mobilenet_v2",
+        num_classes=5,
+        input_shape=(32, 32, 3),
+        weights=None,
+        freeze_backbone=True,
+        dropout=0.2,
+    )
     assert model.output_shape == (None, 5)
     # Frozen backbone: only the head's kernel and bias are trainable.
     assert count_trainable(model) == 1280 * 5 + 5
@@ -165,8 +173,9 @@ def test_application_model_builds_without_weights():
 def test_application_registry_errors():
     with pytest.raises(ValueError, match="Valid names"):
         application_model("alexnet", num_classes=10)
-    other = ("channels_first" if keras.config.image_data_format()
-             == "channels_last" else "channels_last")
+    other = (
+        "channels_first" if keras.config.image_data_format() == "channels_last" else "channels_last"
+    )
     with pytest.raises(ValueError, match="set_image_data_format"):
         get_model("keras_app_resnet50", data_format=other)
 

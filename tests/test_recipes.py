@@ -19,7 +19,9 @@ def run_keras(optimizer, w0, targets, steps):
     return w.numpy()
 
 
-def run_torch(w0, targets, steps, lr, momentum, l2, nesterov, milestones, steps_per_epoch, cosine_epochs=None):
+def run_torch(
+    w0, targets, steps, lr, momentum, l2, nesterov, milestones, steps_per_epoch, cosine_epochs=None
+):
     w = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
     opt = torch.optim.SGD([w], lr=lr, momentum=momentum, weight_decay=l2, nesterov=nesterov)
     if cosine_epochs:
@@ -43,12 +45,22 @@ def test_torch_sgd_matches_pytorch(nesterov, schedule):
     steps_per_epoch, epochs = 3, 6
     targets = rng.normal(size=(steps_per_epoch * epochs, 5)).astype("float32")
     milestones = (2, 4)
-    lr = EpochSchedule(0.1, steps_per_epoch, schedule=schedule, milestones=milestones, epochs=epochs)
+    lr = EpochSchedule(
+        0.1, steps_per_epoch, schedule=schedule, milestones=milestones, epochs=epochs
+    )
     ours = run_keras(
         TorchSGD(lr, momentum=0.9, nesterov=nesterov, l2=5e-2), w0, targets, len(targets)
     )
     theirs = run_torch(
-        w0, targets, len(targets), 0.1, 0.9, 5e-2, nesterov, milestones, steps_per_epoch,
+        w0,
+        targets,
+        len(targets),
+        0.1,
+        0.9,
+        5e-2,
+        nesterov,
+        milestones,
+        steps_per_epoch,
         cosine_epochs=epochs if schedule == "cosine" else None,
     )
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -21,13 +21,18 @@ def test_no_unsafe_loading_in_the_package():
         tree = ast.parse(path.read_text())
         for call in calls(tree):
             name = ast.unparse(call.func)
-            assert name not in ("pickle.load", "pickle.loads", "torch.load", "np.load")\
-                or name == "np.load" and any(
-                    k.arg == "allow_pickle" and ast.unparse(k.value) == "False" for k in call.keywords
-                ), f"{path.name}: {ast.unparse(call)}"
+            assert (
+                name not in ("pickle.load", "pickle.loads", "torch.load", "np.load")
+                or name == "np.load"
+                and any(
+                    k.arg == "allow_pickle" and ast.unparse(k.value) == "False"
+                    for k in call.keywords
+                )
+            ), f"{path.name}: {ast.unparse(call)}"
             for keyword in call.keywords:
-                assert not (keyword.arg == "safe_mode" and ast.unparse(keyword.value) != "True"), \
+                assert not (keyword.arg == "safe_mode" and ast.unparse(keyword.value) != "True"), (
                     f"{path.name}: {ast.unparse(call)}"
+                )
 
 
 def test_cifar_unpickler_refuses_anything_but_arrays(tmp_path):

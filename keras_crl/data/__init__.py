@@ -79,8 +79,7 @@ class Dataset:
         self.num_classes = int(self.num_classes)
         if self.num_classes < 1:
             raise ValueError(
-                f"Dataset '{self.name}': num_classes must be >= 1, "
-                f"got {self.num_classes}."
+                f"Dataset '{self.name}': num_classes must be >= 1, got {self.num_classes}."
             )
         image_shape = None
         for split in ("train", "val", "test"):
@@ -92,13 +91,11 @@ class Dataset:
             )
             if x.ndim != 4:
                 raise ValueError(
-                    f"Dataset '{self.name}': x_{split} must be NHWC (4-D), "
-                    f"got shape {x.shape}."
+                    f"Dataset '{self.name}': x_{split} must be NHWC (4-D), got shape {x.shape}."
                 )
             if x.dtype not in (np.uint8, np.float32):
                 raise ValueError(
-                    f"Dataset '{self.name}': x_{split} must be uint8 or "
-                    f"float32, got {x.dtype}."
+                    f"Dataset '{self.name}': x_{split} must be uint8 or float32, got {x.dtype}."
                 )
             if len(x) != len(y):
                 raise ValueError(
@@ -169,8 +166,7 @@ def check_labels(y, num_classes, where="labels"):
         if low < 0 or high >= num_classes:
             bad = y[(y < 0) | (y >= num_classes)]
             raise ValueError(
-                f"{where}: label {bad[0]} is outside the class range "
-                f"[0, {num_classes})."
+                f"{where}: label {bad[0]} is outside the class range [0, {num_classes})."
             )
     return y.astype(np.int32)
 
@@ -346,30 +342,20 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
     """
     key = str(name).strip().lower()
     if key not in _REGISTRY:
-        raise ValueError(
-            f"Unknown dataset {name!r}. Valid names: "
-            f"{', '.join(list_datasets())}."
-        )
+        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(list_datasets())}.")
     _check_seed(seed)
     if not 0.0 <= validation_split < 1.0:
-        raise ValueError(
-            f"validation_split must be in [0, 1), got {validation_split}."
-        )
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}.")
     module_name, function_name = _REGISTRY[key]
     loader = getattr(importlib.import_module(module_name), function_name)
     if key == "folder":
         path = kwargs.pop("path", None) or data_dir
         if path is None:
             raise ValueError(
-                "load_dataset('folder') needs the image folder: pass "
-                "data_dir=... or path=..."
+                "load_dataset('folder') needs the image folder: pass data_dir=... or path=..."
             )
-        return loader(
-            path, validation_split=validation_split, seed=seed, **kwargs
-        )
-    return loader(
-        data_dir=data_dir, validation_split=validation_split, seed=seed, **kwargs
-    )
+        return loader(path, validation_split=validation_split, seed=seed, **kwargs)
+    return loader(data_dir=data_dir, validation_split=validation_split, seed=seed, **kwargs)
 
 
 from keras_crl.data.augment import random_crop_flip  # noqa: E402

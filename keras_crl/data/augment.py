@@ -50,20 +50,14 @@ def random_crop_flip(x, rng, *, pad=4, flip=True, data_format="channels_last"):
     if x.ndim != 4:
         raise ValueError(f"Expected a 4-D batch of images, got {x.shape}.")
     if data_format not in _DATA_FORMATS:
-        raise ValueError(
-            f"data_format must be one of {_DATA_FORMATS}, got {data_format!r}."
-        )
+        raise ValueError(f"data_format must be one of {_DATA_FORMATS}, got {data_format!r}.")
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a np.random.Generator, got {type(rng).__name__}."
-        )
+        raise TypeError(f"rng must be a np.random.Generator, got {type(rng).__name__}.")
     pad = int(pad)
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}.")
     if data_format == "channels_first":
-        out = random_crop_flip(
-            x.transpose(0, 2, 3, 1), rng, pad=pad, flip=flip
-        )
+        out = random_crop_flip(x.transpose(0, 2, 3, 1), rng, pad=pad, flip=flip)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
     n, height, width, channels = x.shape
@@ -71,16 +65,12 @@ def random_crop_flip(x, rng, *, pad=4, flip=True, data_format="channels_last"):
     flips = rng.random(n) < 0.5 if flip else None
 
     if pad > 0:
-        padded = np.zeros(
-            (n, height + 2 * pad, width + 2 * pad, channels), dtype=x.dtype
-        )
+        padded = np.zeros((n, height + 2 * pad, width + 2 * pad, channels), dtype=x.dtype)
         padded[:, pad : pad + height, pad : pad + width] = x
         # A strided view of every possible crop; fancy-indexing it copies one
         # contiguous window per image, several times faster than gathering
         # pixel by pixel.
-        windows = sliding_window_view(
-            padded, (height, width, channels), axis=(1, 2, 3)
-        )[:, :, :, 0]
+        windows = sliding_window_view(padded, (height, width, channels), axis=(1, 2, 3))[:, :, :, 0]
         out = windows[np.arange(n), offsets[:, 0], offsets[:, 1]]
     else:
         out = x.copy()

@@ -61,9 +61,7 @@ _SPECS = {
         "title": "CIFAR-10",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "archive": "cifar-10-python.tar.gz",
-        "sha256": (
-            "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
-        ),
+        "sha256": ("6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
         "folder": "cifar-10-batches-py",
         "keras_dir": "cifar-10-batches-py-target",
         "train_files": [f"data_batch_{i}" for i in range(1, 6)],
@@ -73,9 +71,7 @@ _SPECS = {
         "title": "CIFAR-100",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "archive": "cifar-100-python.tar.gz",
-        "sha256": (
-            "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"
-        ),
+        "sha256": ("85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"),
         "folder": "cifar-100-python",
         "keras_dir": "cifar-100-python-target",
         "train_files": ["train"],
@@ -97,9 +93,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"Refusing to load {module}.{name} from a CIFAR batch file."
-        )
+        raise pickle.UnpicklingError(f"Refusing to load {module}.{name} from a CIFAR batch file.")
 
 
 def _read_batch(path, label_key):
@@ -108,8 +102,7 @@ def _read_batch(path, label_key):
         # and the raw pixel buffer intact.
         entries = _ArrayOnlyUnpickler(f, encoding="bytes").load()
     entries = {
-        key.decode() if isinstance(key, bytes) else key: value
-        for key, value in entries.items()
+        key.decode() if isinstance(key, bytes) else key: value for key, value in entries.items()
     }
     data = np.asarray(entries["data"], dtype=np.uint8)
     # Rows hold 1024 red, then 1024 green, then 1024 blue values.
@@ -120,9 +113,7 @@ def _read_batch(path, label_key):
 def _keras_datasets_dirs():
     # keras.datasets caches in $KERAS_HOME (default ~/.keras) and falls back
     # to /tmp/.keras when that is not writable.
-    home = os.environ.get("KERAS_HOME") or os.path.join(
-        os.path.expanduser("~"), ".keras"
-    )
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return [os.path.join(home, "datasets"), os.path.join("/tmp", ".keras", "datasets")]
 
 
@@ -191,11 +182,7 @@ def _download_with_keras(key, label_mode):
 
 
 def _not_available_message(spec, data_dir, error):
-    where = (
-        os.fspath(data_dir)
-        if data_dir is not None
-        else os.path.join("~", ".keras", "datasets")
-    )
+    where = os.fspath(data_dir) if data_dir is not None else os.path.join("~", ".keras", "datasets")
     return (
         f"{spec['title']} is not available: downloading {spec['url']} "
         f"failed ({type(error).__name__}: {error}). There is probably no "
@@ -220,18 +207,12 @@ def _load_cifar(key, data_dir, validation_split, seed, label_mode="fine"):
     label_key = "labels" if key == "cifar10" else f"{label_mode}_labels"
     folder = _find_local_copy(spec, data_dir)
     if folder is not None:
-        (x_train, y_train), (x_test, y_test) = _read_local(
-            spec, folder, label_key
-        )
+        (x_train, y_train), (x_test, y_test) = _read_local(spec, folder, label_key)
     else:
         try:
-            (x_train, y_train), (x_test, y_test) = _download_with_keras(
-                key, label_mode
-            )
+            (x_train, y_train), (x_test, y_test) = _download_with_keras(key, label_mode)
         except Exception as error:  # keras raises bare Exception on URLError
-            raise DatasetNotAvailable(
-                _not_available_message(spec, data_dir, error)
-            ) from error
+            raise DatasetNotAvailable(_not_available_message(spec, data_dir, error)) from error
     if key == "cifar10":
         num_classes, names = 10, CIFAR10_CLASSES
         mean, std = CIFAR10_MEAN, CIFAR10_STD
@@ -244,9 +225,7 @@ def _load_cifar(key, data_dir, validation_split, seed, label_mode="fine"):
     x_train, x_test = _to_nhwc(x_train), _to_nhwc(x_test)
     y_train = check_labels(y_train, num_classes, f"{spec['title']} y_train")
     y_test = check_labels(y_test, num_classes, f"{spec['title']} y_test")
-    x_train, y_train, x_val, y_val = split_validation(
-        x_train, y_train, validation_split, seed
-    )
+    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, validation_split, seed)
     return Dataset(
         name=key if label_mode == "fine" else f"{key}_coarse",
         x_train=x_train,
@@ -323,7 +302,5 @@ def load_cifar100(*, data_dir=None, validation_split=0.1, seed=0, label_mode="fi
     ```
     """
     if label_mode not in ("fine", "coarse"):
-        raise ValueError(
-            f"label_mode must be 'fine' or 'coarse', got {label_mode!r}."
-        )
+        raise ValueError(f"label_mode must be 'fine' or 'coarse', got {label_mode!r}.")
     return _load_cifar("cifar100", data_dir, validation_split, seed, label_mode)

@@ -58,12 +58,8 @@ def load_digits(
     x = (bunch.images.astype(np.float32) / np.float32(16.0))[..., None]
     y = bunch.target.astype(np.int32)
 
-    rest, test = stratified_split(
-        y, test_split, np.random.default_rng(_check_seed(test_seed))
-    )
-    x_train, y_train, x_val, y_val = split_validation(
-        x[rest], y[rest], validation_split, seed
-    )
+    rest, test = stratified_split(y, test_split, np.random.default_rng(_check_seed(test_seed)))
+    x_train, y_train, x_val, y_val = split_validation(x[rest], y[rest], validation_split, seed)
     mean, std = channel_stats(x_train)
     return Dataset(
         name="digits",

@@ -61,9 +61,7 @@ def scan_image_folder(path, class_names=None):
     if not os.path.isdir(path):
         raise ValueError(f"Image folder {path} is not a directory.")
     folders = sorted(
-        entry.name
-        for entry in os.scandir(path)
-        if entry.is_dir() and not _is_hidden(entry.name)
+        entry.name for entry in os.scandir(path) if entry.is_dir() and not _is_hidden(entry.name)
     )
     if not folders:
         raise ValueError(
@@ -91,8 +89,7 @@ def scan_image_folder(path, class_names=None):
             found.extend(
                 os.path.join(root, name)
                 for name in sorted(names)
-                if not _is_hidden(name)
-                and name.lower().endswith(IMAGE_EXTENSIONS)
+                if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
             )
         if not found:
             raise ValueError(
@@ -136,8 +133,7 @@ def check_images(files, same_size=True):
                 image.verify()
         except Exception as error:  # PIL raises many types here
             raise ValueError(
-                f"Corrupt or unreadable image {file}: "
-                f"{type(error).__name__}: {error}"
+                f"Corrupt or unreadable image {file}: {type(error).__name__}: {error}"
             ) from error
         if reference is None:
             reference = (file, size)
@@ -164,14 +160,11 @@ def _decode(files, image_size, color_mode):
                 image.load()
                 image = image.convert(mode)
                 if image.size != (width, height):
-                    image = image.resize(
-                        (width, height), Image.Resampling.BILINEAR
-                    )
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.uint8)
         except Exception as error:
             raise ValueError(
-                f"Corrupt or truncated image {file}: "
-                f"{type(error).__name__}: {error}"
+                f"Corrupt or truncated image {file}: {type(error).__name__}: {error}"
             ) from error
         out[i] = pixels.reshape(height, width, channels)
     return out
@@ -234,17 +227,13 @@ def load_image_folder(
     ```
     """
     if color_mode not in _MODES:
-        raise ValueError(
-            f"color_mode must be one of {list(_MODES)}, got {color_mode!r}."
-        )
+        raise ValueError(f"color_mode must be one of {list(_MODES)}, got {color_mode!r}.")
     if image_size is not None:
         if isinstance(image_size, (int, np.integer)):
             image_size = (image_size, image_size)
         image_size = tuple(int(s) for s in image_size)
         if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(
-                f"image_size must be (height, width), got {image_size}."
-            )
+            raise ValueError(f"image_size must be (height, width), got {image_size}.")
     if not 0.0 <= test_split < 1.0:
         raise ValueError(f"test_split must be in [0, 1), got {test_split}.")
     _check_seed(seed)
@@ -267,9 +256,7 @@ def load_image_folder(
         )
         x_test, y_test = x[test], labels[test]
         x_rest, y_rest = x[rest], labels[rest]
-    x_train, y_train, x_val, y_val = split_validation(
-        x_rest, y_rest, validation_split, seed
-    )
+    x_train, y_train, x_val, y_val = split_validation(x_rest, y_rest, validation_split, seed)
     mean, std = channel_stats(x_train)
     if name is None:
         name = os.path.basename(os.path.normpath(os.fspath(path)))

@@ -95,9 +95,7 @@ class BatchPipeline(keras.utils.PyDataset):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(
-                f"y must have shape ({len(x)},) to match x, got {y.shape}."
-            )
+            raise ValueError(f"y must have shape ({len(x)},) to match x, got {y.shape}.")
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"y must hold integer labels, got {y.dtype}.")
         if isinstance(batch_size, bool) or int(batch_size) != batch_size:
@@ -106,8 +104,7 @@ class BatchPipeline(keras.utils.PyDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if data_format not in ("channels_last", "channels_first"):
             raise ValueError(
-                "data_format must be 'channels_last' or 'channels_first', "
-                f"got {data_format!r}."
+                f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}."
             )
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
@@ -208,9 +205,7 @@ class BatchPipeline(keras.utils.PyDataset):
         if index < 0:
             index += num_batches
         if not 0 <= index < num_batches:
-            raise IndexError(
-                f"Batch index {index} out of range for {num_batches} batches."
-            )
+            raise IndexError(f"Batch index {index} out of range for {num_batches} batches.")
         start = index * self.batch_size
         stop = min(start + self.batch_size, len(self.x))
         order = self._order(epoch)

@@ -27,19 +27,14 @@ def _prototypes(rng, num_classes, height, width, channels):
     # Each class is a sum of two coloured sine gratings with its own
     # frequencies and orientations. Prototypes are made left-right symmetric
     # so a horizontal flip (a standard augmentation) keeps the label right.
-    v, u = np.meshgrid(
-        np.arange(height) / height, np.arange(width) / width, indexing="ij"
-    )
+    v, u = np.meshgrid(np.arange(height) / height, np.arange(width) / width, indexing="ij")
     protos = np.zeros((num_classes, height, width, channels))
     for k in range(num_classes):
         for _ in range(2):
             angle = rng.uniform(0.0, np.pi)
             cycles = rng.uniform(1.0, 4.0)
             phase = rng.uniform(0.0, 2.0 * np.pi)
-            wave = np.cos(
-                2.0 * np.pi * cycles * (np.cos(angle) * u + np.sin(angle) * v)
-                + phase
-            )
+            wave = np.cos(2.0 * np.pi * cycles * (np.cos(angle) * u + np.sin(angle) * v) + phase)
             colour = rng.uniform(-1.0, 1.0, size=channels)
             protos[k] += wave[..., None] * colour
         protos[k] = 0.5 * (protos[k] + protos[k][:, ::-1])
@@ -115,8 +110,7 @@ def load_synthetic(
         raise ValueError(f"channels must be >= 1, got {channels}.")
     if num_samples < num_classes:
         raise ValueError(
-            f"num_samples ({num_samples}) must be at least num_classes "
-            f"({num_classes})."
+            f"num_samples ({num_samples}) must be at least num_classes ({num_classes})."
         )
     if test_samples is None:
         test_samples = max(num_samples // 5, num_classes)
@@ -133,19 +127,12 @@ def load_synthetic(
         width,
         channels,
     )
-    x, y = _samples(
-        np.random.default_rng([seed, _TRAIN_TAG]), protos, num_samples, noise
-    )
-    x_test, y_test = _samples(
-        np.random.default_rng([seed, _TEST_TAG]), protos, test_samples, noise
-    )
-    x_train, y_train, x_val, y_val = split_validation(
-        x, y, validation_split, seed
-    )
+    x, y = _samples(np.random.default_rng([seed, _TRAIN_TAG]), protos, num_samples, noise)
+    x_test, y_test = _samples(np.random.default_rng([seed, _TEST_TAG]), protos, test_samples, noise)
+    x_train, y_train, x_val, y_val = split_validation(x, y, validation_split, seed)
     if dtype == "float32":
         x_train, x_val, x_test = (
-            a.astype(np.float32) / np.float32(255.0)
-            for a in (x_train, x_val, x_test)
+            a.astype(np.float32) / np.float32(255.0) for a in (x_train, x_val, x_test)
         )
     mean, std = channel_stats(x_train)
     return Dataset(

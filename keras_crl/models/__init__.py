@@ -59,9 +59,7 @@ def list_models():
     return sorted(list(MODELS) + [APP_PREFIX + name for name in APPLICATIONS])
 
 
-def get_model(
-    name, num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs
-):
+def get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     """Builds a model of the zoo by name.
 
     Args:
@@ -110,9 +108,7 @@ def get_model(
             input_shape=input_shape,
             **kwargs,
         )
-    raise ValueError(
-        f"Unknown model {name!r}. Valid names: {', '.join(list_models())}"
-    )
+    raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}")
 
 
 __all__ = [

@@ -15,7 +15,6 @@ def resolve_data_format(data_format):
         data_format = keras.config.image_data_format()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
-            "data_format must be 'channels_last' or 'channels_first', "
-            f"got {data_format!r}"
+            f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
         )
     return data_format, (1 if data_format == "channels_first" else -1)

@@ -43,9 +43,7 @@ def dense_layer(x, growth_rate, data_format, axis, name):
 def transition(x, filters, data_format, axis, name):
     """BN-ReLU-conv1x1 to `filters` channels, then 2x2 average pooling."""
     x = _bn_relu_conv(x, filters, 1, data_format, axis, name)
-    return layers.AveragePooling2D(2, data_format=data_format, name=f"{name}_pool")(
-        x
-    )
+    return layers.AveragePooling2D(2, data_format=data_format, name=f"{name}_pool")(x)
 
 
 def densenet121(

@@ -18,7 +18,6 @@ from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
-
 # (expansion, out_channels, num_blocks, stride of the first block)
 CIFAR_CONFIG = (
     (1, 16, 1, 1),
@@ -32,15 +31,11 @@ CIFAR_CONFIG = (
 
 
 def _bn(axis, name):
-    return layers.BatchNormalization(
-        axis=axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
-    )
+    return layers.BatchNormalization(axis=axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def _pointwise(filters, data_format, name):
-    return layers.Conv2D(
-        filters, 1, use_bias=False, data_format=data_format, name=name
-    )
+    return layers.Conv2D(filters, 1, use_bias=False, data_format=data_format, name=name)
 
 
 def inverted_residual(x, expansion, filters, strides, data_format, axis, name):
@@ -105,9 +100,7 @@ def mobilenet_v2(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kw
     )(inputs)
     x = _bn(axis, "stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
-    for stage, (expansion, filters, blocks, strides) in enumerate(
-        CIFAR_CONFIG, start=1
-    ):
+    for stage, (expansion, filters, blocks, strides) in enumerate(CIFAR_CONFIG, start=1):
         for i in range(blocks):
             x = inverted_residual(
                 x,

@@ -50,9 +50,7 @@ def preact_block(x, filters, strides, data_format, axis, name):
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
-def preact_resnet18(
-    num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs
-):
+def preact_resnet18(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     """PreAct-ResNet-18 (blocks 2-2-2-2, widths 64/128/256/512).
 
     Args:
@@ -75,9 +73,7 @@ def preact_resnet18(
     kwargs.setdefault("name", "preact_resnet18")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = _conv(64, 3, 1, data_format, "stem_conv")(inputs)
-    for stage, (filters, strides) in enumerate(
-        zip((64, 128, 256, 512), (1, 2, 2, 2)), start=1
-    ):
+    for stage, (filters, strides) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2)), start=1):
         for i in range(2):
             x = preact_block(
                 x,

@@ -128,9 +128,7 @@ def resnet18(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs
     ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     """
     kwargs.setdefault("name", "resnet18")
-    return build_resnet(
-        basic_block, (2, 2, 2, 2), num_classes, input_shape, data_format, **kwargs
-    )
+    return build_resnet(basic_block, (2, 2, 2, 2), num_classes, input_shape, data_format, **kwargs)
 
 
 def resnet34(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
@@ -143,9 +141,7 @@ def resnet34(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs
     >>> model = resnet34(num_classes=100)
     """
     kwargs.setdefault("name", "resnet34")
-    return build_resnet(
-        basic_block, (3, 4, 6, 3), num_classes, input_shape, data_format, **kwargs
-    )
+    return build_resnet(basic_block, (3, 4, 6, 3), num_classes, input_shape, data_format, **kwargs)
 
 
 def resnet50(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):

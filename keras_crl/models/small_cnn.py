@@ -8,9 +8,7 @@ from keras_crl.models.common import BN_MOMENTUM
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 
-def small_cnn(
-    num_classes=10, input_shape=(32, 32, 3), data_format=None, width=32, **kwargs
-):
+def small_cnn(num_classes=10, input_shape=(32, 32, 3), data_format=None, width=32, **kwargs):
     """Two conv-BN-ReLU-maxpool stages, global average pooling, dense logits.
 
     With the default `width=32` the network has about 20k parameters

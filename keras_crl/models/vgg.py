@@ -15,7 +15,6 @@ from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
-
 # Numbers are conv filters, "M" a max-pool.
 VGG_CONFIGS = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -33,9 +32,7 @@ VGG_CONFIGS = {
 }  # fmt: skip
 
 
-def build_vgg(
-    config, num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs
-):
+def build_vgg(config, num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     """Builds a VGG-BN network from a config such as `VGG_CONFIGS["vgg16"]`.
 
     Args:
@@ -58,14 +55,12 @@ def build_vgg(
     for item in config:
         if item == "M":
             pool_id += 1
-            x = layers.MaxPooling2D(
-                2, data_format=data_format, name=f"pool{pool_id}"
-            )(x)
+            x = layers.MaxPooling2D(2, data_format=data_format, name=f"pool{pool_id}")(x)
             continue
         conv_id += 1
-        x = layers.Conv2D(
-            item, 3, padding="same", data_format=data_format, name=f"conv{conv_id}"
-        )(x)
+        x = layers.Conv2D(item, 3, padding="same", data_format=data_format, name=f"conv{conv_id}")(
+            x
+        )
         x = layers.BatchNormalization(
             axis=axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"bn{conv_id}"
         )(x)
@@ -97,9 +92,7 @@ def vgg11(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     (None, 10)
     """
     kwargs.setdefault("name", "vgg11")
-    return build_vgg(
-        VGG_CONFIGS["vgg11"], num_classes, input_shape, data_format, **kwargs
-    )
+    return build_vgg(VGG_CONFIGS["vgg11"], num_classes, input_shape, data_format, **kwargs)
 
 
 def vgg13(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
@@ -112,9 +105,7 @@ def vgg13(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     >>> model = vgg13(num_classes=100)
     """
     kwargs.setdefault("name", "vgg13")
-    return build_vgg(
-        VGG_CONFIGS["vgg13"], num_classes, input_shape, data_format, **kwargs
-    )
+    return build_vgg(VGG_CONFIGS["vgg13"], num_classes, input_shape, data_format, **kwargs)
 
 
 def vgg16(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
@@ -127,9 +118,7 @@ def vgg16(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     >>> model = vgg16(num_classes=100)
     """
     kwargs.setdefault("name", "vgg16")
-    return build_vgg(
-        VGG_CONFIGS["vgg16"], num_classes, input_shape, data_format, **kwargs
-    )
+    return build_vgg(VGG_CONFIGS["vgg16"], num_classes, input_shape, data_format, **kwargs)
 
 
 def vgg19(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
@@ -142,6 +131,4 @@ def vgg19(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
     >>> model = vgg19(num_classes=100)
     """
     kwargs.setdefault("name", "vgg19")
-    return build_vgg(
-        VGG_CONFIGS["vgg19"], num_classes, input_shape, data_format, **kwargs
-    )
+    return build_vgg(VGG_CONFIGS["vgg19"], num_classes, input_shape, data_format, **kwargs)
