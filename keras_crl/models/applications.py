@@ -9,7 +9,8 @@ EfficientNet and MobileNetV3 rescale inside the model and expect [0, 255].
 """
 
 import keras
-from keras import layers
+
+from keras_crl.models.common import logits_head
 
 # Registry name -> `keras.applications` attribute. Every entry accepts inputs
 # as small as 32x32 when `weights=None`.
@@ -95,10 +96,7 @@ def application_model(
     backbone.trainable = not freeze_backbone
     kwargs.setdefault("name", f"keras_app_{name}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = backbone(inputs)
-    if dropout > 0:
-        x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(backbone(inputs), num_classes, pool=False, dropout=dropout)
     return keras.Model(inputs, outputs, **kwargs)
 
 
@@ -164,9 +162,5 @@ def keras_cv_backbone_model(
     )
     kwargs.setdefault("name", "keras_cv_resnet")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = backbone(inputs)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if dropout > 0:
-        x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(backbone(inputs), num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, **kwargs)

@@ -1,6 +1,7 @@
-"""What every zoo family shares: PyTorch's batch-norm defaults, data formats."""
+"""What every zoo family shares: PyTorch's batch-norm defaults, data formats, the head."""
 
 import keras
+from keras import layers
 
 # PyTorch's BatchNorm2d defaults (its momentum 0.1 is 0.9 in Keras' terms,
 # eps 1e-5): keeping them makes training curves comparable with the PyTorch
@@ -18,3 +19,23 @@ def resolve_data_format(data_format):
             f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
         )
     return data_format, (1 if data_format == "channels_first" else -1)
+
+
+def logits_head(x, num_classes, data_format="channels_last", pool=True, dropout=0.0):
+    """Every zoo model's head: global average pooling, dropout, dense logits.
+
+    Args:
+        x: The backbone's output (a feature map, or features if `pool=False`).
+        num_classes: Number of logits.
+        data_format: The layout of `x`.
+        pool: Whether `x` still needs global average pooling.
+        dropout: Dropout rate before the dense layer (0: none).
+
+    Returns:
+        The logits (no softmax).
+    """
+    if pool:
+        x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    return layers.Dense(num_classes, name="logits")(x)

@@ -16,6 +16,7 @@ from keras import layers
 
 from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
+from keras_crl.models.common import logits_head
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 # (expansion, out_channels, num_blocks, stride of the first block)
@@ -114,6 +115,5 @@ def mobilenet_v2(num_classes=10, input_shape=(32, 32, 3), data_format=None, **kw
     x = _pointwise(1280, data_format, "head_conv")(x)
     x = _bn(axis, "head_bn")(x)
     x = layers.Activation("relu", name="head_relu")(x)
-    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, **kwargs)

@@ -14,6 +14,7 @@ from keras import layers
 
 from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
+from keras_crl.models.common import logits_head
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 
@@ -83,6 +84,5 @@ def preact_resnet18(num_classes=10, input_shape=(32, 32, 3), data_format=None, *
                 axis,
                 name=f"stage{stage}_block{i + 1}",
             )
-    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, **kwargs)

@@ -13,6 +13,7 @@ from keras import layers
 
 from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
+from keras_crl.models.common import logits_head
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 
@@ -103,8 +104,7 @@ def build_resnet(
                 axis,
                 name=f"stage{stage}_block{i + 1}",
             )
-    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, **kwargs)
 
 

@@ -5,6 +5,7 @@ from keras import layers
 
 from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
+from keras_crl.models.common import logits_head
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 
@@ -52,6 +53,5 @@ def small_cnn(num_classes=10, input_shape=(32, 32, 3), data_format=None, width=3
         )(x)
         x = layers.Activation("relu", name=f"relu{i}")(x)
         x = layers.MaxPooling2D(2, data_format=data_format, name=f"pool{i}")(x)
-    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, **kwargs)

@@ -13,6 +13,7 @@ from keras import layers
 
 from keras_crl.models.common import BN_EPSILON
 from keras_crl.models.common import BN_MOMENTUM
+from keras_crl.models.common import logits_head
 from keras_crl.models.common import resolve_data_format as _resolve_data_format
 
 # Numbers are conv filters, "M" a max-pool.
@@ -67,8 +68,7 @@ def build_vgg(config, num_classes=10, input_shape=(32, 32, 3), data_format=None,
         x = layers.Activation("relu", name=f"relu{conv_id}")(x)
     # At 32x32 the map is 1x1 here, so this equals the reference's flatten;
     # pooling also keeps the head at 512 features for larger inputs.
-    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = logits_head(x, num_classes, data_format)
     return keras.Model(inputs, outputs, **kwargs)
 
 
