@@ -7,10 +7,9 @@ import tarfile
 
 import numpy as np
 
-from keras_crl.data import Dataset
-from keras_crl.data import DatasetNotAvailable
-from keras_crl.data import check_labels
-from keras_crl.data import split_validation
+from keras_crl.data.dataset import Dataset
+from keras_crl.data.dataset import DatasetNotAvailable
+from keras_crl.data.dataset import check_labels
 
 # Per-channel statistics of the 50,000 training images on the [0, 1] scale.
 # The CIFAR-10 std is the pixel-wise one; the (0.2023, 0.1994, 0.2010) often
@@ -225,19 +224,18 @@ def _load_cifar(key, data_dir, validation_split, seed, label_mode="fine"):
     x_train, x_test = _to_nhwc(x_train), _to_nhwc(x_test)
     y_train = check_labels(y_train, num_classes, f"{spec['title']} y_train")
     y_test = check_labels(y_test, num_classes, f"{spec['title']} y_test")
-    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, validation_split, seed)
-    return Dataset(
-        name=key if label_mode == "fine" else f"{key}_coarse",
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
+    return Dataset.from_train_and_test(
+        key if label_mode == "fine" else f"{key}_coarse",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         num_classes=num_classes,
+        class_names=list(names),
+        validation_split=validation_split,
+        seed=seed,
         mean=mean,
         std=std,
-        class_names=list(names),
     )
 
 

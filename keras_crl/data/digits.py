@@ -2,11 +2,9 @@
 
 import numpy as np
 
-from keras_crl.data import Dataset
-from keras_crl.data import _check_seed
-from keras_crl.data import channel_stats
-from keras_crl.data import split_validation
-from keras_crl.data import stratified_split
+from keras_crl.data.dataset import Dataset
+from keras_crl.data.dataset import _check_seed
+from keras_crl.data.dataset import stratified_split
 
 # The test split is drawn with its own fixed seed so that runs with different
 # `seed`s (repeats for error bars) are all scored on the same test images,
@@ -59,18 +57,14 @@ def load_digits(
     y = bunch.target.astype(np.int32)
 
     rest, test = stratified_split(y, test_split, np.random.default_rng(_check_seed(test_seed)))
-    x_train, y_train, x_val, y_val = split_validation(x[rest], y[rest], validation_split, seed)
-    mean, std = channel_stats(x_train)
-    return Dataset(
-        name="digits",
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x[test],
-        y_test=y[test],
+    return Dataset.from_train_and_test(
+        "digits",
+        x[rest],
+        y[rest],
+        x[test],
+        y[test],
         num_classes=10,
-        mean=mean,
-        std=std,
         class_names=[str(digit) for digit in range(10)],
+        validation_split=validation_split,
+        seed=seed,
     )

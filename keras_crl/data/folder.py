@@ -9,11 +9,9 @@ import os
 
 import numpy as np
 
-from keras_crl.data import Dataset
-from keras_crl.data import _check_seed
-from keras_crl.data import channel_stats
-from keras_crl.data import split_validation
-from keras_crl.data import stratified_split
+from keras_crl.data.dataset import Dataset
+from keras_crl.data.dataset import _check_seed
+from keras_crl.data.dataset import stratified_split
 
 IMAGE_EXTENSIONS = (
     ".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff",
@@ -256,20 +254,16 @@ def load_image_folder(
         )
         x_test, y_test = x[test], labels[test]
         x_rest, y_rest = x[rest], labels[rest]
-    x_train, y_train, x_val, y_val = split_validation(x_rest, y_rest, validation_split, seed)
-    mean, std = channel_stats(x_train)
     if name is None:
         name = os.path.basename(os.path.normpath(os.fspath(path)))
-    return Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
+    return Dataset.from_train_and_test(
+        name,
+        x_rest,
+        y_rest,
+        x_test,
+        y_test,
         num_classes=len(class_names),
-        mean=mean,
-        std=std,
         class_names=class_names,
+        validation_split=validation_split,
+        seed=seed,
     )

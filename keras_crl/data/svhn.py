@@ -8,11 +8,9 @@ import urllib.request
 
 import numpy as np
 
-from keras_crl.data import Dataset
-from keras_crl.data import DatasetNotAvailable
-from keras_crl.data import channel_stats
-from keras_crl.data import check_labels
-from keras_crl.data import split_validation
+from keras_crl.data.dataset import Dataset
+from keras_crl.data.dataset import DatasetNotAvailable
+from keras_crl.data.dataset import check_labels
 
 BASE_URL = "http://ufldl.stanford.edu/housenumbers/"
 
@@ -226,18 +224,14 @@ def load_svhn(*, data_dir=None, validation_split=0.1, seed=0, download=True):
     x_test, y_test = _read_mat(test_path)
     y_train = check_labels(y_train, 10, f"SVHN labels in {train_path}")
     y_test = check_labels(y_test, 10, f"SVHN labels in {test_path}")
-    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, validation_split, seed)
-    mean, std = channel_stats(x_train)
-    return Dataset(
-        name="svhn",
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
+    return Dataset.from_train_and_test(
+        "svhn",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         num_classes=10,
-        mean=mean,
-        std=std,
         class_names=[str(digit) for digit in range(10)],
+        validation_split=validation_split,
+        seed=seed,
     )

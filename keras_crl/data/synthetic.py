@@ -2,10 +2,8 @@
 
 import numpy as np
 
-from keras_crl.data import Dataset
-from keras_crl.data import _check_seed
-from keras_crl.data import channel_stats
-from keras_crl.data import split_validation
+from keras_crl.data.dataset import Dataset
+from keras_crl.data.dataset import _check_seed
 
 # Distinct streams for prototypes, training pool and test set, so changing
 # `num_samples` leaves the class prototypes (the "task") unchanged.
@@ -129,22 +127,16 @@ def load_synthetic(
     )
     x, y = _samples(np.random.default_rng([seed, _TRAIN_TAG]), protos, num_samples, noise)
     x_test, y_test = _samples(np.random.default_rng([seed, _TEST_TAG]), protos, test_samples, noise)
-    x_train, y_train, x_val, y_val = split_validation(x, y, validation_split, seed)
     if dtype == "float32":
-        x_train, x_val, x_test = (
-            a.astype(np.float32) / np.float32(255.0) for a in (x_train, x_val, x_test)
-        )
-    mean, std = channel_stats(x_train)
-    return Dataset(
-        name="synthetic",
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
+        x, x_test = (a.astype(np.float32) / np.float32(255.0) for a in (x, x_test))
+    return Dataset.from_train_and_test(
+        "synthetic",
+        x,
+        y,
+        x_test,
+        y_test,
         num_classes=num_classes,
-        mean=mean,
-        std=std,
         class_names=[f"class_{k}" for k in range(num_classes)],
+        validation_split=validation_split,
+        seed=seed,
     )
