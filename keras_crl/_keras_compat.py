@@ -5,6 +5,11 @@ checks that each still behaves as relied upon, at the Keras the suite pins
 (`constraints.txt`), which is also the declared floor (`keras>=3.15`).
 """
 
+import random
+
+import keras
+import numpy as np
+
 # A loss's per-sample mask (`ignore_class`) travels on the tensor as Keras'
 # own losses do it, so Keras' reductions and metrics see it.
 from keras.src.backend import get_keras_mask  # noqa: F401
@@ -39,3 +44,29 @@ def is_softmax_output(x):
     `from_logits=True` on probabilities.
     """
     return hasattr(x, "_keras_logits")
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed`, without importing TensorFlow on torch or JAX.
+
+    Keras' own seeds TensorFlow whenever it is installed, so every torch or
+    JAX process paid TensorFlow's import (seconds, and its C++ start-up log
+    lines). This sets the same state: Keras' global seed (its random ops and
+    layers draw from it), Python's and NumPy's generators, and torch's.
+    """
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    # Dropped, so that it is made again from the new seed.
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)

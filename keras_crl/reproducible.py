@@ -133,7 +133,7 @@ def make_deterministic(seed):
     Args:
         seed: Integer seed for Python, NumPy and the backend.
     """
-    keras.utils.set_random_seed(seed)
+    _keras_compat.set_random_seed(seed)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf

@@ -1,9 +1,17 @@
 """The Keras internals keras-crl relies on still behave as it assumes."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
+import pytest
 
 from keras_crl import _keras_compat
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_mask_travels_on_the_tensor():
@@ -41,3 +49,33 @@ def test_softmax_output_is_marked():
     probs = keras.activations.softmax(keras.ops.convert_to_tensor(np.zeros((1, 3), "float32")))
     assert _keras_compat.is_softmax_output(probs)
     assert not _keras_compat.is_softmax_output(keras.ops.convert_to_tensor(np.zeros(3)))
+
+
+def test_set_random_seed_matches_keras_own():
+    draws = []
+    for seed_with in (keras.utils.set_random_seed, _keras_compat.set_random_seed):
+        seed_with(3)
+        draws.append(
+            (keras.ops.convert_to_numpy(keras.random.uniform((4,))), np.random.uniform(size=2))
+        )
+    np.testing.assert_array_equal(draws[0][0], draws[1][0])
+    np.testing.assert_array_equal(draws[0][1], draws[1][1])
+
+
+def test_set_random_seed_leaves_tensorflow_alone_on_other_backends():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        pytest.skip("on TensorFlow, Keras' own seeding is used (and TensorFlow is loaded)")
+    code = (
+        "import sys; from keras_crl import _keras_compat; "
+        "_keras_compat.set_random_seed(0); print('tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, KERAS_BACKEND=backend),
+        timeout=300,
+    )
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
