@@ -98,9 +98,11 @@ def competing_ratio_loss(
 
     Returns:
         The loss of each sample: `y_pred`'s shape without the class axis.
-        Out-of-range integer labels raise a `ValueError` when called eagerly;
-        inside a compiled function (`jit_compile`, `tf.function`, `jax.jit`),
-        where raising is impossible, their loss is NaN.
+        Out-of-range integer labels raise a `ValueError` when called eagerly
+        on CPU tensors; inside a compiled function (`jit_compile`,
+        `tf.function`, `jax.jit`), where raising is impossible, and on an
+        accelerator, where looking at the labels would make the host wait
+        for the device at every step, their loss is NaN.
 
     Example:
 
@@ -651,9 +653,42 @@ def _is_eager(x):
     return backend == "numpy"
 
 
+def _on_host(x):
+    """Whether `x`'s values are in host memory, told without reading them.
+
+    The eager checks read values back to the host. On a CPU that costs
+    little; on an accelerator it would make every training step wait for the
+    device, so they look only at CPU tensors. Decided from the device the
+    tensor says it is on (torch `tensor.device`, a TensorFlow eager tensor's
+    `.device`, a JAX array's `.devices()`), which reads no value.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        device = getattr(x, "device", None)
+        return getattr(device, "type", None) == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        device = getattr(x, "device", None)
+        if not device:
+            return False
+        return tf.DeviceSpec.from_string(device).device_type == "CPU"
+    if backend == "jax":
+        devices = getattr(x, "devices", None)
+        if devices is None:
+            return False
+        found = devices()
+        return bool(found) and all(d.platform == "cpu" for d in found)
+    return backend == "numpy"
+
+
 def _check_labels_eagerly(labels, num_classes, ignore_class):
-    """Raises on an invalid label; returns whether all labels were checked."""
-    if num_classes is None or not _is_eager(labels):
+    """Raises on an invalid label; returns whether all labels were checked.
+
+    Only eager CPU tensors are checked (see `_on_host`); elsewhere the range
+    masks of `_sparse_loss` make an invalid label's loss NaN.
+    """
+    if num_classes is None or not _is_eager(labels) or not _on_host(labels):
         return False
     if _size(labels) == 0:
         return True
@@ -681,7 +716,9 @@ def _size(x):
 
 
 def _warn_if_not_probabilities(y_pred):
-    if not _is_eager(y_pred) or _size(y_pred) == 0:
+    # Eager CPU tensors only: on an accelerator the min/max read back would
+    # make every step wait for the device.
+    if not _is_eager(y_pred) or not _on_host(y_pred) or _size(y_pred) == 0:
         return
     low = float(ops.convert_to_numpy(ops.min(y_pred)))
     high = float(ops.convert_to_numpy(ops.max(y_pred)))

@@ -123,12 +123,22 @@ def _truncated_normal(rng, stddev, shape):
 
 
 def make_deterministic(seed):
-    """Seeds every generator and asks each backend for deterministic kernels.
+    """Seeds every generator, asks for deterministic kernels, turns TF32 off.
 
     TensorFlow: `enable_op_determinism`. PyTorch: deterministic algorithms
     (and, on GPU, deterministic cuBLAS workspaces). JAX on CPU is
     deterministic; on GPU set `XLA_FLAGS=--xla_gpu_deterministic_ops=true`
     before starting Python.
+
+    TensorFloat-32 (float32 inputs rounded to a 10-bit mantissa) is turned
+    off on every backend: recent NVIDIA GPUs use it by default for float32
+    convolutions (all three) and matrix multiplications (TensorFlow, JAX),
+    each framework in its own way. TensorFlow:
+    `enable_tensor_float_32_execution(False)`. PyTorch:
+    `torch.backends.cuda.matmul.allow_tf32 = False` and
+    `torch.backends.cudnn.allow_tf32 = False`. JAX:
+    `jax_default_matmul_precision = "highest"`. Like the determinism
+    switches, these are process-wide and stay set.
 
     Args:
         seed: Integer seed for Python, NumPy and the backend.
@@ -139,8 +149,19 @@ def make_deterministic(seed):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+        tf.config.experimental.enable_tensor_float_32_execution(False)
     elif backend == "torch":
         import torch
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # The legacy switches: torch maps them onto its newer `fp32_precision`
+        # settings, and, unlike those, they leave every TF32 getter readable
+        # (after `torch.backends.cudnn.conv.fp32_precision = "ieee"` alone,
+        # reading `torch.backends.cudnn.allow_tf32` raises; torch 2.13).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")

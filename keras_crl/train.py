@@ -228,7 +228,11 @@ def _train(config, recipe, run_dir, callbacks):
     # Split across devices, every batch must divide evenly: with devices > 1
     # the last partial batch is dropped (metrics.json counts the test images).
     pipeline = dict(
-        mean=ds.mean, std=ds.std, data_format=config.data_format, drop_remainder=config.devices > 1
+        mean=ds.mean,
+        std=ds.std,
+        num_classes=ds.num_classes,
+        data_format=config.data_format,
+        drop_remainder=config.devices > 1,
     )
     augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
     train_data = data_lib.BatchPipeline(

@@ -1,6 +1,7 @@
 """Tests of the CRL loss family, run once per backend (KERAS_BACKEND)."""
 
 import inspect
+import types
 import warnings
 
 import keras
@@ -11,6 +12,7 @@ from keras import ops
 from keras_crl import CompetingRatioLoss
 from keras_crl import NegativeLogLikelihoodRatioLoss
 from keras_crl import competing_ratio_loss
+from keras_crl import losses as losses_module
 from keras_crl import negative_log_likelihood_ratio_loss
 from tests.backend_utils import BACKEND
 from tests.backend_utils import HAS_XLA
@@ -781,6 +783,74 @@ class TestBadInput:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             competing_ratio_loss(LABELS, softmax64(LOGITS).astype("float32"), from_logits=True)
+
+
+# --------------------------------------------------------------------------
+# The eager checks read values back from CPU tensors only: on an accelerator
+# that read would make every training step wait for the device.
+
+
+def accelerator_tensor():
+    """A stand-in that says it is on a GPU, where this backend's tensors say it."""
+    if BACKEND == "torch":
+        import torch
+
+        return types.SimpleNamespace(device=torch.device("cuda", 0))
+    if BACKEND == "tensorflow":
+        return types.SimpleNamespace(device="/job:localhost/replica:0/task:0/device:GPU:0")
+    return types.SimpleNamespace(devices=lambda: [types.SimpleNamespace(platform="gpu")])
+
+
+class TestEagerChecksOnTheHostOnly:
+    def test_cpu_tensors_are_on_the_host(self):
+        assert losses_module._on_host(ops.convert_to_tensor(LOGITS))
+        assert losses_module._on_host(ops.convert_to_tensor(LABELS))
+
+    def test_accelerator_tensors_are_not(self):
+        assert not losses_module._on_host(accelerator_tensor())
+
+    def test_off_the_host_nothing_is_read_back(self, monkeypatch):
+        # As on a GPU: the checks must not read the values (a read raises
+        # here), a bad label's loss is NaN as under jit, and logits passed
+        # as probabilities go unflagged.
+        monkeypatch.setattr(losses_module, "_on_host", lambda x: False)
+
+        def read_back(x):
+            raise AssertionError("a device-to-host read")
+
+        monkeypatch.setattr(losses_module.ops, "convert_to_numpy", read_back)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            value = competing_ratio_loss(np.array([0, 4, -1, 2, 0]), LOGITS, from_logits=True)
+            competing_ratio_loss(LABELS, LOGITS)
+        monkeypatch.undo()
+        value = numpy(value)
+        assert np.isnan(value[[1, 2]]).all() and np.isfinite(value[[0, 3, 4]]).all()
+
+    @pytest.mark.skipif(BACKEND != "torch", reason="torch's meta device: tensors without values")
+    def test_torch_tensors_off_the_cpu_are_never_read(self):
+        # Meta tensors have a device that is not the CPU and no values: any
+        # read back raises.
+        with keras.device("meta"):
+            labels = ops.convert_to_tensor(np.array([0, 4, -1, 2, 0]))
+            logits = ops.convert_to_tensor(LOGITS)
+            assert labels.device.type == logits.device.type == "meta"
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                for from_logits in (True, False):
+                    value = CompetingRatioLoss(from_logits=from_logits, reduction=None)(
+                        labels, logits
+                    )
+                    assert value.device.type == "meta" and tuple(value.shape) == (5,)
+
+    def test_pipeline_checks_labels_on_the_host(self):
+        from keras_crl.data import BatchPipeline
+
+        x = np.zeros((3, 4, 4, 1), "uint8")
+        with pytest.raises(ValueError, match=r"BatchPipeline y: label 3 .*\[0, 3\)"):
+            BatchPipeline(x, np.array([0, 3, 1]), 2, mean=[0.5], std=[0.5], num_classes=3)
+        BatchPipeline(x, np.array([0, 2, 1]), 2, mean=[0.5], std=[0.5], num_classes=3)
+        BatchPipeline(x, np.array([0, 3, 1]), 2, mean=[0.5], std=[0.5])  # no num_classes
 
 
 def test_dtype_width_reads_the_bits_not_every_digit():

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_crl.data.augment import random_crop_flip
+from keras_crl.data.dataset import check_labels
 
 # Domain tags keep the shuffle stream and the per-batch streams apart.
 # SeedSequence pads short entropy with zeros, so default_rng([s, e]) and
@@ -57,6 +58,10 @@ class BatchPipeline(keras.utils.PyDataset):
             (NCHW output).
         drop_remainder: Whether to drop the last, smaller batch.
         initial_epoch: Epoch to start at, to resume an interrupted run.
+        num_classes: Optional number of classes: every label is checked to
+            lie in `[0, num_classes)` here, once, on the host, so a bad label
+            fails with its value before training (the loss checks labels on
+            CPU only, and on an accelerator gives a bad label a NaN loss).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
 
@@ -85,6 +90,7 @@ class BatchPipeline(keras.utils.PyDataset):
         data_format="channels_last",
         drop_remainder=False,
         initial_epoch=0,
+        num_classes=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,6 +104,8 @@ class BatchPipeline(keras.utils.PyDataset):
             raise ValueError(f"y must have shape ({len(x)},) to match x, got {y.shape}.")
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"y must hold integer labels, got {y.dtype}.")
+        if num_classes is not None:
+            check_labels(y, num_classes, where="BatchPipeline y")
         if isinstance(batch_size, bool) or int(batch_size) != batch_size:
             raise ValueError(f"batch_size must be an integer, got {batch_size!r}.")
         if batch_size < 1:

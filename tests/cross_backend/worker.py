@@ -201,6 +201,7 @@ def evaluate_weights(out, ds, out_dir):
 
 
 def main(stage, out_dir):
+    make_deterministic(0)  # TF32 off, deterministic kernels: for evaluation too
     ds = data_lib.load_dataset("digits", seed=0)
     out = {}
     if stage == "train-1thread":
