@@ -24,6 +24,8 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ON_HOST = "tests/test_losses.py::TestEagerChecksOnTheHostOnly::"
+GPU_CHECK = "tests/test_gpu_check.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +243,136 @@ MUTANTS = [
         "keras.config.set_dtype_policy(config.precision)",
         'keras.config.set_dtype_policy("float32")',
         ("tests/test_train.py::test_mixed_precision_computes_in_16_bits_with_a_float32_loss",),
+    ),
+    Mutant(
+        "TF32 left on, TensorFlow",
+        "keras_crl/reproducible.py",
+        "        tf.config.experimental.enable_tensor_float_32_execution(False)\n",
+        "",
+        ("tests/test_reproducible.py::test_tf32_off_tensorflow",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "TF32 left on, torch matmul",
+        "keras_crl/reproducible.py",
+        "        torch.backends.cuda.matmul.allow_tf32 = False\n",
+        "",
+        ("tests/test_reproducible.py::test_tf32_off_torch",),
+    ),
+    Mutant(
+        "TF32 left on, torch cuDNN",
+        "keras_crl/reproducible.py",
+        "        torch.backends.cudnn.allow_tf32 = False\n",
+        "",
+        ("tests/test_reproducible.py::test_tf32_off_torch",),
+    ),
+    Mutant(
+        "TF32 left on, JAX",
+        "keras_crl/reproducible.py",
+        '        jax.config.update("jax_default_matmul_precision", "highest")\n',
+        "",
+        ("tests/test_reproducible.py::test_tf32_off_jax",),
+        backend="jax",
+    ),
+    Mutant(
+        "every torch tensor taken for a CPU tensor",
+        "keras_crl/losses.py",
+        '        return getattr(device, "type", None) == "cpu"',
+        "        return True",
+        (
+            f"{ON_HOST}test_accelerator_tensors_are_not",
+            f"{ON_HOST}test_torch_tensors_off_the_cpu_are_never_read",
+        ),
+    ),
+    Mutant(
+        "every TensorFlow tensor taken for a CPU tensor",
+        "keras_crl/losses.py",
+        '        return tf.DeviceSpec.from_string(device).device_type == "CPU"',
+        "        return True",
+        (f"{ON_HOST}test_accelerator_tensors_are_not",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "every JAX array taken for a CPU array",
+        "keras_crl/losses.py",
+        '        return bool(found) and all(d.platform == "cpu" for d in found)',
+        "        return True",
+        (f"{ON_HOST}test_accelerator_tensors_are_not",),
+        backend="jax",
+    ),
+    Mutant(
+        "no torch tensor taken for a CPU tensor",
+        "keras_crl/losses.py",
+        '        return getattr(device, "type", None) == "cpu"',
+        "        return False",
+        (
+            f"{ON_HOST}test_cpu_tensors_are_on_the_host",
+            "tests/test_losses.py::TestBadInput::test_label_out_of_range",
+            "tests/test_losses.py::TestBadInput::test_logits_passed_as_probabilities_warn",
+        ),
+    ),
+    Mutant(
+        "label check reads labels on any device",
+        "keras_crl/losses.py",
+        "    if num_classes is None or not _is_eager(labels) or not _on_host(labels):",
+        "    if num_classes is None or not _is_eager(labels):",
+        (
+            f"{ON_HOST}test_off_the_host_nothing_is_read_back",
+            f"{ON_HOST}test_torch_tensors_off_the_cpu_are_never_read",
+        ),
+    ),
+    Mutant(
+        "probabilities warning reads predictions on any device",
+        "keras_crl/losses.py",
+        "    if not _is_eager(y_pred) or not _on_host(y_pred) or _size(y_pred) == 0:",
+        "    if not _is_eager(y_pred) or _size(y_pred) == 0:",
+        (
+            f"{ON_HOST}test_off_the_host_nothing_is_read_back",
+            f"{ON_HOST}test_torch_tensors_off_the_cpu_are_never_read",
+        ),
+    ),
+    Mutant(
+        "BatchPipeline ignores num_classes",
+        "keras_crl/data/pipeline.py",
+        '            check_labels(y, num_classes, where="BatchPipeline y")\n',
+        "            pass\n",
+        (f"{ON_HOST}test_pipeline_checks_labels_on_the_host",),
+    ),
+    Mutant(
+        "GPU check trains in float32",
+        "benchmarks/gpu_check.sh",
+        '"precision": "mixed_bfloat16"',
+        '"precision": "float32"',
+        (f"{GPU_CHECK}test_each_backend_trained_resnet_settings_in_bf16_with_jit",),
+    ),
+    Mutant(
+        "GPU check never compiles the train step",
+        "benchmarks/gpu_check.sh",
+        "    jit=true\n",
+        "    jit=false\n",
+        (f"{GPU_CHECK}test_each_backend_trained_resnet_settings_in_bf16_with_jit",),
+    ),
+    Mutant(
+        "GPU check runs every backend's tests on torch",
+        "benchmarks/gpu_check.sh",
+        '        KERAS_BACKEND=$backend run_step "tests-$backend"',
+        '        KERAS_BACKEND=torch run_step "tests-$backend"',
+        (f"{GPU_CHECK}test_each_backend_ran_its_own_tests",),
+    ),
+    Mutant(
+        "GPU check summary drops the agreement",
+        "benchmarks/gpu_check.sh",
+        "    for backend in trained[1:]:",
+        "    for backend in trained[1:1]:",
+        (f"{GPU_CHECK}test_summary_holds_speed_and_agreement",),
+    ),
+    Mutant(
+        "GPU check forgets its steps' results",
+        "benchmarks/gpu_check.sh",
+        '    printf \'%s\\t%s\\t%s\\n\' "$name" "$status" "$((SECONDS - start))" '
+        '>>"$WORK/steps.tsv"\n',
+        "",
+        (f"{GPU_CHECK}test_dry_run_passes_every_step",),
     ),
 ]
 
