@@ -183,8 +183,8 @@ def train(config, callbacks=()):
     The dtype policy and the distribution are restored when it returns. The
     determinism switches stay on (`reproducible.make_deterministic`: seeded
     Python, NumPy and backend generators, TensorFlow op determinism, torch
-    deterministic algorithms): they are process-wide and cannot be undone
-    on every backend.
+    deterministic algorithms, TF32 off): they are process-wide and cannot be
+    undone on every backend.
 
     Example:
 
