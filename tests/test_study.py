@@ -52,11 +52,7 @@ def test_variants_are_canonical():
 def _record(backend, v, seed, correct):
     return {
         "backend": backend,
-        "variant": v.name,
-        "label": v.label,
-        "loss": v.loss,
-        "alpha": v.alpha,
-        "beta": v.beta,
+        **v.as_record(),
         "seed": seed,
         "failed": False,
         "test_accuracy": correct / TEST_IMAGES,

@@ -171,11 +171,7 @@ def collect(settings, out_dir, require_all=True):
                 folder = run_dir(out_dir, backend, v, seed)
                 record = {
                     "backend": backend,
-                    "variant": v.name,
-                    "label": v.label,
-                    "loss": v.loss,
-                    "alpha": v.alpha,
-                    "beta": v.beta,
+                    **v.as_record(),
                     "seed": seed,
                     "run": str(folder.relative_to(out_dir)),
                 }

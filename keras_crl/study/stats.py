@@ -141,11 +141,7 @@ def analyse(settings, records):
             summary.append(
                 {
                     "backend": backend,
-                    "variant": v.name,
-                    "label": v.label,
-                    "loss": v.loss,
-                    "alpha": v.alpha,
-                    "beta": v.beta,
+                    **v.as_record(),
                     "compared": v in settings.variants,
                     **describe(values(backend, v)),
                     "failed_seeds": failed.get((backend, v.name), []),
@@ -179,11 +175,7 @@ def analyse(settings, records):
             summary.append(
                 {
                     "backend": POOLED,
-                    "variant": v.name,
-                    "label": v.label,
-                    "loss": v.loss,
-                    "alpha": v.alpha,
-                    "beta": v.beta,
+                    **v.as_record(),
                     "compared": True,
                     **describe(means),
                     "failed_seeds": [],

@@ -34,6 +34,16 @@ class Variant:
             return f"CRL(α={self.alpha:g}, β={self.beta:g})"
         return {"ce": "CE", "nllr": "NLLR"}[self.loss]
 
+    def as_record(self):
+        """The fields every run record and summary row carries for its loss."""
+        return {
+            "variant": self.name,
+            "label": self.label,
+            "loss": self.loss,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
+
 
 def variant(loss, alpha=0.0, beta=0.0):
     """The canonical `Variant` of a loss and its CRL parameters.
