@@ -23,6 +23,7 @@ import tempfile
 import time
 
 from keras_crl.backends import BACKENDS
+from keras_crl.backends import thread_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -112,21 +113,6 @@ def machine():
         except Exception:  # not installed
             info[name] = None
     return info
-
-
-def thread_env(threads):
-    """Environment pinning every framework to `threads` intra-op threads."""
-    n = str(threads)
-    xla = os.environ.get("XLA_FLAGS", "")
-    if threads == 1:
-        xla += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    return {
-        "OMP_NUM_THREADS": n,
-        "MKL_NUM_THREADS": n,
-        "TF_NUM_INTRAOP_THREADS": n,
-        "TF_NUM_INTEROP_THREADS": n,
-        "XLA_FLAGS": xla.strip(),
-    }
 
 
 def verdict(value, goal, higher_is_better=False):

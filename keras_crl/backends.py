@@ -94,6 +94,24 @@ def backend_env(backend, extra=None):
     return env
 
 
+def thread_env(threads):
+    """Environment variables pinning every framework to `threads` intra-op threads.
+
+    For a process started after them: TensorFlow and XLA read them at start.
+    """
+    n = str(threads)
+    xla = os.environ.get("XLA_FLAGS", "")
+    if threads == 1:
+        xla += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "TF_NUM_INTRAOP_THREADS": n,
+        "TF_NUM_INTEROP_THREADS": n,
+        "XLA_FLAGS": xla.strip(),
+    }
+
+
 def start(backend, module, args=(), extra_env=None, **popen_kwargs):
     """Starts `python -m module *args` on `backend`; returns the `Popen`."""
     command = [sys.executable, "-m", module, *map(str, args)]

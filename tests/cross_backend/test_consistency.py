@@ -14,14 +14,6 @@ from keras_crl import backends
 from keras_crl.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
-# Every framework pinned to one intra-op thread (TensorFlow reads its own
-# variables; XLA's CPU backend takes flags).
-ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-}
 # What the README claims for 20 SGD steps: the loss to 5e-7 (two float32
 # ulps of a loss near 2; measured: 2.4e-7) and every weight to 3e-6 of its
 # tensor's scale (measured: 1.4e-6).
@@ -54,7 +46,7 @@ def results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("cross_backend")
     trained = _run_stage("train", out_dir)
     evaluated = _run_stage("evaluate", out_dir)
-    one_thread = _run_stage("train-1thread", out_dir, ONE_THREAD)
+    one_thread = _run_stage("train-1thread", out_dir, backends.thread_env(1))
     return trained, evaluated, one_thread
 
 
