@@ -113,19 +113,15 @@ def zoo_forward(out):
         keras.backend.clear_session()
 
 
-def pipeline_digests(out, ds):
-    pipeline = data_lib.BatchPipeline(
-        ds.x_train,
-        ds.y_train,
-        64,
-        mean=ds.mean,
-        std=ds.std,
-        augment=True,
-        pad=1,
-        flip=False,
-        shuffle=True,
-        seed=0,
+def training_pipeline(ds, x, y):
+    """Digits in shuffled, augmented batches of 64, as training sees them."""
+    return data_lib.BatchPipeline(
+        x, y, 64, mean=ds.mean, std=ds.std, augment=True, pad=1, flip=False, shuffle=True, seed=0
     )
+
+
+def pipeline_digests(out, ds):
+    pipeline = training_pipeline(ds, ds.x_train, ds.y_train)
     digests = []
     for epoch in range(2):
         pipeline.epoch = epoch
@@ -139,19 +135,7 @@ def short_training(out, ds, out_dir, jit, recipe):
     from keras_crl.recipes import get_recipe
 
     make_deterministic(0)
-    x, y = ds.x_train[:640], ds.y_train[:640]
-    pipeline = data_lib.BatchPipeline(
-        x,
-        y,
-        64,
-        mean=ds.mean,
-        std=ds.std,
-        augment=True,
-        pad=1,
-        flip=False,
-        shuffle=True,
-        seed=0,
-    )
+    pipeline = training_pipeline(ds, ds.x_train[:640], ds.y_train[:640])
     model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
     numpy_initialise(model, 0)
     tag = f"train/{recipe}/jit={jit}"
