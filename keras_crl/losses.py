@@ -170,8 +170,11 @@ def competing_ratio_loss(
         targets = ops.cast(y_true, y_pred.dtype)
         if label_smoothing:
             targets = targets * (1.0 - label_smoothing) + (label_smoothing / y_pred.shape[-1])
-        per_class = _per_class_loss(y_pred, alpha, beta, from_logits, epsilon)
-        losses = ops.sum(targets * per_class, axis=-1)
+        if from_logits:
+            losses = _soft_logits_loss(targets, y_pred, alpha, beta, epsilon)
+        else:
+            per_class = _probability_per_class_loss(y_pred, alpha, beta, epsilon)
+            losses = ops.sum(targets * per_class, axis=-1)
     if losses.dtype != out_dtype:
         mask = get_keras_mask(losses)
         losses = ops.cast(losses, out_dtype)
@@ -449,9 +452,13 @@ keras.saving.register_keras_serializable(package="keras_crl")(negative_log_likel
 #     d = log(sum_{j != y} p_j / p_y) = logsumexp_{j != y}(z_j) - z_y,
 # because -log p_y = softplus(d) and 1 - p_y = sigmoid(d), so
 #     L = softplus(d) + beta * log(alpha + sigmoid(d)).
-# Both stay exact in float32 for any d, and autodiff through the competitors'
-# logsumexp yields the gradient without forming 1 - p_y, which cancels to
-# nothing as p_y -> 1. The clamp p_y <= 1 - epsilon is d >= logit(epsilon).
+# Both stay exact in float32 for any d, computed from the competitors' own
+# mass, never from 1 - p_y, which cancels to nothing as p_y -> 1. The clamp
+# p_y <= 1 - epsilon is d >= logit(epsilon). The gradients from logits are
+# written in closed form (`keras.ops.custom_gradient`) rather than left to
+# autodiff, which keeps every B x K intermediate of the forward pass and
+# replays its ops: with integer labels the backward keeps the logits and a
+# few numbers per sample, as cross-entropy's keeps its log-softmax.
 #
 # From probabilities, the competing mass is the paper's sum_{j != y} p_j,
 # summed from the competitors (and divided by the total, which normalises),
@@ -480,22 +487,18 @@ def _sparse_loss(labels, y_pred, alpha, beta, from_logits, label_smoothing, igno
             safe_labels = ops.where(in_range, labels, 0)
     index = ops.expand_dims(safe_labels, -1)
 
-    if label_smoothing:
-        # The smoothed expectation needs every class's loss, but never a
-        # one-hot of the labels: the label's own term is a gather.
-        per_class = _per_class_loss(y_pred, alpha, beta, from_logits, epsilon)
+    if label_smoothing and from_logits:
+        targets = ops.one_hot(safe_labels, num_classes, dtype=y_pred.dtype)
+        targets = targets * (1.0 - label_smoothing) + (label_smoothing / num_classes)
+        losses = _soft_logits_loss(targets, y_pred, alpha, beta, epsilon)
+    elif label_smoothing:
+        # The label's own term is a gather; no one-hot of the labels.
+        per_class = _probability_per_class_loss(y_pred, alpha, beta, epsilon)
         losses = (1.0 - label_smoothing) * _take(per_class, index) + (
             label_smoothing / num_classes
         ) * ops.sum(per_class, axis=-1)
     elif from_logits:
-        # One masked reduction over the classes, as cross-entropy's one.
-        is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
-        competitors = ops.where(is_label, float("-inf"), y_pred)
-        # The mask picks the label's logit too: TensorFlow's gradient of a
-        # gather (take_along_axis) costs more than the rest of the loss.
-        label_logit = ops.sum(ops.where(is_label, y_pred, 0.0), axis=-1)
-        log_ratio = ops.logsumexp(competitors, axis=-1) - label_logit
-        losses = _ratio_loss(log_ratio, alpha, beta, epsilon)
+        losses = _sparse_logits_loss(index, y_pred, alpha, beta, epsilon)
     else:
         # The paper's competing mass: the competitors' probabilities summed,
         # never 1 - p_y, which float32 cancels to nothing as p_y -> 1.
@@ -514,32 +517,131 @@ def _sparse_loss(labels, y_pred, alpha, beta, from_logits, label_smoothing, igno
     return losses
 
 
-def _per_class_loss(y_pred, alpha, beta, from_logits, epsilon):
+def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
+    """CRL of integer labels from logits, with its gradient in closed form.
+
+    With `d` the log competing ratio, `L = softplus(d) + beta * log(alpha +
+    sigmoid(d))`, and the gradient with respect to the logits is
+    cross-entropy's scaled per sample:
+
+    ```
+    dL/dz = (p - onehot(y)) * (1 + beta * p_y / (alpha + 1 - p_y))
+    ```
+
+    zero once the clamp `p_y <= 1 - epsilon` holds. The label's entry,
+    `p_y - 1`, is written as minus the competitors' mass, which keeps its
+    float32 precision as `p_y -> 1`. Autodiff through the same forward keeps
+    every `B x K` intermediate for the backward pass and replays its dozen
+    element-wise ops; here the backward keeps only the logits (as
+    cross-entropy keeps its log-softmax) and `O(B)` numbers per sample, and
+    recomputes the softmax, as cross-entropy's backward does.
+    """
+    num_classes = logits.shape[-1]
+    floor = math.log(epsilon) - math.log1p(-epsilon)  # d >= floor: p_y <= 1 - epsilon
+
+    @ops.custom_gradient
+    def loss_and_grad(logits):
+        is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
+        top = ops.max(logits, axis=-1, keepdims=True)
+        exps = ops.exp(logits - top)
+        total = ops.sum(exps, axis=-1)
+        competing = ops.sum(ops.where(is_label, 0.0, exps), axis=-1)
+        log_total = ops.log(total) + ops.squeeze(top, -1)
+        log_label = _take(logits, index) - log_total
+        log_ratio = ops.log(competing) - log_label - ops.log(total)
+        rest = competing / total
+        active = log_ratio > floor
+        losses = _ratio_loss(log_ratio, alpha, beta, epsilon)
+        label_p = ops.exp(log_label)
+        scale = ops.where(active, 1.0 + beta * label_p / (alpha + rest), 0.0)
+
+        def grad(*args, upstream=None):
+            if upstream is None:  # TensorFlow and JAX pass it alone
+                (upstream,) = args
+            probs = ops.exp(logits - ops.expand_dims(log_total, -1))
+            is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
+            # p - onehot(y), the label's entry p_y - 1 as -(1 - p_y).
+            delta = ops.where(is_label, -ops.expand_dims(rest, -1), probs)
+            return delta * ops.expand_dims(scale * upstream, -1)
+
+        return losses, grad
+
+    return loss_and_grad(logits)
+
+
+def _soft_logits_loss(targets, logits, alpha, beta, epsilon):
+    """CRL of one-hot or soft targets `t` from logits, gradient in closed form.
+
+    `L = sum_k t_k * l_k` with `l_k = -log p_k + beta * log(alpha + r_k)`
+    and `r_k = 1 - p_k` the mass competing with class `k`. With
+    `u_k = t_k` and `v_k = beta * t_k * p_k / (alpha + r_k)` (each zero
+    where its clamp holds), the gradient with respect to the logits is
+
+    ```
+    dL/dz_j = p_j * (U + V) - (u_j + v_j)
+            = p_j * (U + V - u_j - v_j) - (u_j + v_j) * r_j
+    ```
+
+    with `U = sum_k u_k`, `V = sum_k v_k`, and the sums over `k != j` formed
+    as `_sum_of_others` does. The second form never subtracts nearly equal
+    numbers, so a one-hot target's `p_y - 1` keeps its float32 precision as
+    `p_y -> 1`; for a one-hot `t` it is the integer-label gradient of
+    `_sparse_logits_loss`. The backward pass reuses the forward's `p`, `r`,
+    `u`, `v` instead of replaying autodiff through every op of `l_k`.
+    """
+    log_one_minus_epsilon = math.log1p(-epsilon)
+
+    @ops.custom_gradient
+    def loss_and_grad(logits):
+        shifted = logits - ops.max(logits, axis=-1, keepdims=True)
+        exps = ops.exp(shifted)
+        total = ops.sum(exps, axis=-1, keepdims=True)
+        log_probs = shifted - ops.log(total)
+        probs, rest = _competing_mass(exps, total)
+        # The clamps p <= 1 - epsilon and r >= epsilon: once one holds, that
+        # term of the loss is constant and adds nothing to the gradient.
+        u = ops.where(log_probs < log_one_minus_epsilon, targets, 0.0)
+        v = ops.where(rest > epsilon, (beta * targets) * probs / (alpha + rest), 0.0)
+        per_class = beta * ops.log(alpha + ops.maximum(rest, epsilon)) - ops.minimum(
+            log_probs, log_one_minus_epsilon
+        )
+        losses = ops.sum(targets * per_class, axis=-1)
+
+        def grad(*args, upstream=None):
+            if upstream is None:  # TensorFlow and JAX pass it alone
+                (upstream,) = args
+            own = u + v
+            return (probs * _sum_of_others(own) - own * rest) * ops.expand_dims(upstream, -1)
+
+        return losses, grad
+
+    return loss_and_grad(logits)
+
+
+def _probability_per_class_loss(probs, alpha, beta, epsilon):
     """The loss each class would have if it were the true one, `(..., K)`."""
-    if not from_logits:
-        total = ops.sum(y_pred, axis=-1, keepdims=True)
-        probs, rest = _competing_mass(y_pred, total)
-        return _probability_loss(probs, rest, alpha, beta, epsilon)
-    # One exp and one log per element, as few as cross-entropy's softmax
-    # allows: on CPUs the transcendental functions are most of the cost.
-    shifted = y_pred - ops.max(y_pred, axis=-1, keepdims=True)
-    exps = ops.exp(shifted)
-    total = ops.sum(exps, axis=-1, keepdims=True)
-    log_probs = shifted - ops.log(total)
-    _, rest = _competing_mass(exps, total)
-    # The clamp p <= 1 - epsilon, as `_ratio_loss`'s on the log ratio.
-    log_probs, rest = ops.minimum(log_probs, math.log1p(-epsilon)), ops.maximum(rest, epsilon)
-    return beta * ops.log(alpha + rest) - log_probs
+    total = ops.sum(probs, axis=-1, keepdims=True)
+    probs, rest = _competing_mass(probs, total)
+    return _probability_loss(probs, rest, alpha, beta, epsilon)
 
 
 def _competing_mass(masses, total):
     """`p = masses / total` and, for every class k, `sum_{j != k} p_j`."""
-    probs = masses / total
-    # For p <= 1/2, 1 - p is exact. The one class (at most) above 1/2 sums
-    # its competitors instead, which keeps float32 precision as p -> 1.
-    top = probs > 0.5
-    competitors = ops.sum(ops.where(top, 0.0, masses), axis=-1, keepdims=True) / total
-    return probs, ops.where(top, competitors, 1.0 - probs)
+    return masses / total, _sum_of_others(masses, total) / total
+
+
+def _sum_of_others(x, total=None):
+    """For every class k, `sum_{j != k} x_j` of non-negative `x`.
+
+    `total - x_k` is exact enough while `x_k <= total / 2`. The one class (at
+    most) above half the total sums the others instead, which keeps float32
+    precision as `x_k -> total` (where `total - x_k` cancels to nothing).
+    """
+    if total is None:
+        total = ops.sum(x, axis=-1, keepdims=True)
+    top = x > 0.5 * total
+    others_of_top = ops.sum(ops.where(top, 0.0, x), axis=-1, keepdims=True)
+    return ops.where(top, others_of_top, total - x)
 
 
 def _ratio_loss(log_ratio, alpha, beta, epsilon):

@@ -54,8 +54,8 @@ MUTANTS = [
     Mutant(
         "CRL from logits via 1 - softmax, one-hot targets",
         "keras_crl/losses.py",
-        "    _, rest = _competing_mass(exps, total)",
-        "    rest = 1.0 - exps / total",
+        "        probs, rest = _competing_mass(exps, total)",
+        "        probs, rest = exps / total, 1.0 - exps / total",
         (
             "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
             "tests/test_losses.py::TestNumerics::test_soft_targets_precise_near_one",
@@ -83,12 +83,32 @@ MUTANTS = [
         ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
     ),
     Mutant(
-        "epsilon clamp removed, logits and one-hot targets",
+        "epsilon clamp removed from the gradient, logits and one-hot targets",
         "keras_crl/losses.py",
-        "    log_probs, rest = ops.minimum(log_probs, math.log1p(-epsilon)), "
-        "ops.maximum(rest, epsilon)",
-        "    log_probs, rest = log_probs, rest",
+        "        u = ops.where(log_probs < log_one_minus_epsilon, targets, 0.0)",
+        "        u = targets",
         ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+    ),
+    Mutant(
+        "epsilon clamp removed from the gradient, logits and integer labels",
+        "keras_crl/losses.py",
+        "        scale = ops.where(active, 1.0 + beta * label_p / (alpha + rest), 0.0)",
+        "        scale = 1.0 + beta * label_p / (alpha + rest)",
+        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+    ),
+    Mutant(
+        "closed-form gradient with p_y - 1 formed in float32, integer labels",
+        "keras_crl/losses.py",
+        "            delta = ops.where(is_label, -ops.expand_dims(rest, -1), probs)",
+        "            delta = ops.where(is_label, probs - 1.0, probs)",
+        ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+    ),
+    Mutant(
+        "closed-form gradient with the others' sum as total minus own, soft targets",
+        "keras_crl/losses.py",
+        "            return (probs * _sum_of_others(own) - own * rest)",
+        "            return (probs * (ops.sum(own, axis=-1, keepdims=True) - own) - own * rest)",
+        ("tests/test_losses.py::TestValues::test_soft_targets_are_the_expectation",),
     ),
     Mutant(
         "epsilon clip removed, probabilities",
