@@ -75,7 +75,13 @@ def _add_data_and_recipe_arguments(parser, defaults):
 def _add_run_arguments(parser):
     """The flags of one training run: its loss, seed, devices and output."""
     add = parser.add_argument
-    add("--loss", default="crl", help="crl, nllr or ce")
+    add(
+        "--loss",
+        default="crl",
+        help="crl, nllr, ce, focal[:gamma=G], or your own loss as package.module:Class"
+        "[:name=value...] (built with those keyword arguments; from_logits=True when it takes "
+        "it; add :one_hot=True if it wants one-hot targets)",
+    )
     add("--alpha", type=float, default=0.0, help="CRL alpha (default 0, the authors')")
     add("--beta", type=float, default=0.25, help="CRL beta (default 0.25, the authors')")
     add("--label-smoothing", type=float, default=0.0)
@@ -154,8 +160,10 @@ def build_parser():
         "--extra",
         action="append",
         default=[],
-        metavar="crl:ALPHA:BETA",
-        help="another loss to compare, e.g. crl:0.5:0.5 (repeatable)",
+        metavar="LOSS",
+        help="another loss to compare (repeatable): crl:ALPHA:BETA, ce, nllr or focal, each "
+        "with optional :label_smoothing=S (focal: :gamma=G), or your own "
+        "package.module:Class[:name=value...] (see train --loss); checked before any run",
     )
     add(
         "--sweep",
@@ -165,6 +173,19 @@ def build_parser():
     add("--quick", action="store_true", help="2 seeds, 8 epochs: a check in under two minutes")
     add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
     return parser
+
+
+def _loss_fields(text, label_smoothing):
+    """`--loss focal:gamma=2` or `--loss package.module:Class:k=v`: the
+    `TrainConfig` fields of the loss (as the study's `--extra` reads them)."""
+    if text in ("crl", "nllr", "ce"):
+        return {}
+    from keras_crl.study.variants import parse_variant
+
+    fields = parse_variant(text).train_fields()
+    del fields["alpha"], fields["beta"]
+    fields["label_smoothing"] = fields["label_smoothing"] or label_smoothing
+    return fields
 
 
 def config_from_args(args, run_dir):
@@ -185,6 +206,7 @@ def config_from_args(args, run_dir):
             alpha=args.alpha,
             beta=args.beta,
             label_smoothing=args.label_smoothing,
+            **_loss_fields(args.loss, args.label_smoothing),
             seed=args.seed,
             init_weights=args.init_weights,
             devices=args.devices,
@@ -272,7 +294,8 @@ def run_train(args, argv):
         command = parallel.torchrun_command(args.devices, argv)
         os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
     run_dir = args.run_dir or (
-        f"runs/{args.model}-{args.dataset}-{args.loss}-{keras.backend.backend()}-s{args.seed}"
+        f"runs/{args.model}-{args.dataset}-{args.loss.replace(':', '-')}-"
+        f"{keras.backend.backend()}-s{args.seed}"
     )
     metrics = train(config_from_args(args, run_dir))
     if not parallel.is_chief():

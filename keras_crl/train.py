@@ -11,6 +11,8 @@ backend.
 """
 
 import dataclasses
+import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -32,7 +34,7 @@ from keras_crl.recipes import get_recipe
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialise
 
-LOSSES = ("crl", "nllr", "ce")
+LOSSES = ("crl", "nllr", "ce", "focal")
 
 # The recipe's crop-and-flip is written for 32x32 natural images. Digits are
 # not mirror-symmetric, and a 4-pixel shift wipes out an 8x8 digit.
@@ -50,10 +52,13 @@ class TrainConfig:
     Args:
         model: A name from `keras_crl.models.list_models()`.
         dataset: A name from `keras_crl.data.list_datasets()`.
-        loss: `"crl"`, `"nllr"` or `"ce"`.
+        loss: `"crl"`, `"nllr"`, `"ce"`, `"focal"` or a user loss
+            `"package.module:Class"` (see `make_loss`).
         alpha: CRL's alpha.
         beta: CRL's beta.
-        label_smoothing: Label smoothing of any loss.
+        label_smoothing: Label smoothing of the built-in losses.
+        loss_options: Keyword arguments of `"focal"` (`gamma`) or of the
+            user loss.
         recipe: `"paper"` or `"cosine"`; the fields below override it.
         epochs, batch_size, learning_rate, momentum, weight_decay, schedule,
         milestones, augment: Recipe overrides (`None` keeps the recipe's).
@@ -87,6 +92,7 @@ class TrainConfig:
     alpha: float = 0.0
     beta: float = 0.25
     label_smoothing: float = 0.0
+    loss_options: dict = dataclasses.field(default_factory=dict)
     recipe: str = "paper"
     epochs: int | None = None
     batch_size: int | None = None
@@ -125,8 +131,31 @@ class TrainConfig:
         )
 
 
-def make_loss(name, alpha=0.0, beta=0.25, label_smoothing=0.0):
-    """The named loss on logits: `"crl"`, `"nllr"` or `"ce"`."""
+def make_loss(name, alpha=0.0, beta=0.25, label_smoothing=0.0, options=None):
+    """The named loss, on the zoo's logits and the data's integer labels.
+
+    Args:
+        name: `"crl"`, `"nllr"`, `"ce"` (CRL with `beta = 0`, with the same
+            label handling), `"focal"` (Keras' `CategoricalFocalCrossentropy`)
+            or a user loss `"package.module:Class"`: a `keras.losses.Loss`
+            subclass or any class whose instances are called as
+            `loss(y_true, y_pred)`. It is built with `options` as keyword
+            arguments, plus `from_logits=True` when its constructor takes
+            `from_logits` and `options` do not set it.
+        alpha, beta: CRL's parameters.
+        label_smoothing: Label smoothing (built-in losses).
+        options: Keyword arguments of `"focal"` (e.g. `gamma`) or of the
+            user loss. `one_hot=True` (user losses) feeds it one-hot targets
+            instead of integer labels; focal always gets one-hot targets.
+
+    Returns:
+        A loss for `model.compile`.
+
+    Raises:
+        ValueError: An unknown name, a module or class that cannot be
+            imported, or options the loss does not accept, naming them.
+    """
+    options = dict(options or {})
     if name == "crl":
         return CompetingRatioLoss(
             alpha=alpha, beta=beta, from_logits=True, label_smoothing=label_smoothing
@@ -142,13 +171,101 @@ def make_loss(name, alpha=0.0, beta=0.25, label_smoothing=0.0):
             label_smoothing=label_smoothing,
             name="cross_entropy",
         )
-    raise ValueError(f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)}.")
+    if name == "focal":
+        return OneHotTargets(
+            _construct(
+                "focal",
+                keras.losses.CategoricalFocalCrossentropy,
+                {"from_logits": True, "label_smoothing": label_smoothing, **options},
+            )
+        )
+    if ":" not in name:
+        raise ValueError(
+            f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)}, or a user loss "
+            "as package.module:Class."
+        )
+    one_hot = options.pop("one_hot", False)
+    cls = _import_loss(name)
+    try:
+        takes_from_logits = "from_logits" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        takes_from_logits = False
+    if takes_from_logits:
+        options.setdefault("from_logits", True)
+    loss = _construct(name, cls, options)
+    return OneHotTargets(loss) if one_hot else loss
+
+
+def _import_loss(path):
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"Cannot import the loss {path!r}: {error}") from None
+    if not hasattr(module, attribute):
+        raise ValueError(f"Module {module_name!r} has no {attribute!r} (loss {path!r}).")
+    return getattr(module, attribute)
+
+
+def _construct(name, cls, options):
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as error:
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"The loss {name} does not accept ({shown}): {error}") from None
+
+
+def check_loss(loss, name):
+    """Calls `loss` on a tiny batch, as training will, so a loss that cannot
+    take the zoo's logits and the data's integer labels fails before any
+    run starts, naming it."""
+    logits = keras.ops.convert_to_tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    labels = keras.ops.convert_to_tensor([0, 2])
+    try:
+        value = float(keras.ops.convert_to_numpy(loss(labels, logits)))
+    except Exception as error:
+        raise ValueError(
+            f"The loss {name} fails on integer labels of shape (2,) with logits of shape "
+            f"(2, 3), which is what training feeds it ({type(error).__name__}: {error}). "
+            "Give it one_hot=True if it needs one-hot targets."
+        ) from None
+    if not np.isfinite(value):
+        raise ValueError(f"The loss {name} gives {value} on a tiny batch of logits.")
+
+
+class OneHotTargets(keras.losses.Loss):
+    """Feeds `loss`, a loss that wants one-hot targets, integer labels.
+
+    Args:
+        loss: A `keras.losses.Loss` (its per-sample `call` and reduction are
+            used) or a function of `(targets, y_pred)`.
+    """
+
+    def __init__(self, loss):
+        super().__init__(
+            name=getattr(loss, "name", None) or "one_hot_targets",
+            reduction=getattr(loss, "reduction", "sum_over_batch_size"),
+        )
+        self.loss = loss
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(y_true, "int32")
+        if len(labels.shape) == len(y_pred.shape):
+            labels = keras.ops.squeeze(labels, -1)
+        targets = keras.ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+        per_sample = self.loss.call if isinstance(self.loss, keras.losses.Loss) else self.loss
+        return per_sample(targets, y_pred)
+
+
+def config_loss(config):
+    """`make_loss` of a `TrainConfig`."""
+    return make_loss(
+        config.loss, config.alpha, config.beta, config.label_smoothing, config.loss_options
+    )
 
 
 def check_config(config):
     """Fails fast, before any data is read, on names and values."""
-    if config.loss not in LOSSES:
-        raise ValueError(f"Unknown loss {config.loss!r}. Valid losses: {', '.join(LOSSES)}.")
     if config.model not in models_lib.list_models():
         raise ValueError(
             f"Unknown model {config.model!r}. Valid models: {', '.join(models_lib.list_models())}."
@@ -164,7 +281,7 @@ def check_config(config):
         )
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}.")
-    make_loss(config.loss, config.alpha, config.beta, config.label_smoothing)
+    check_loss(config_loss(config), config.loss)
     config.resolved_recipe()
 
 
@@ -271,7 +388,7 @@ def _train(config, recipe, run_dir, callbacks):
     trainer = parallel.for_training(model)
     trainer.compile(
         optimizer=recipe.optimizer(len(train_data)),
-        loss=make_loss(config.loss, config.alpha, config.beta, config.label_smoothing),
+        loss=config_loss(config),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit,
     )
@@ -329,6 +446,8 @@ def _train(config, recipe, run_dir, callbacks):
         "loss": config.loss,
         "alpha": config.alpha,
         "beta": config.beta,
+        "label_smoothing": config.label_smoothing,
+        "loss_options": config.loss_options,
         "seed": config.seed,
         "epochs": recipe.epochs,
         "test_accuracy": float(test_accuracy),

@@ -1,7 +1,7 @@
 """`keras-crl study`: the loss variants, the statistics, the report and resuming.
 
 One end-to-end study trains on the current backend only, with tiny settings
-(two seeds, two epochs, 192 images), to stay within seconds on every backend.
+(two seeds, one epoch, 192 images), to stay within seconds on every backend.
 """
 
 import json
@@ -29,18 +29,28 @@ def test_variants_are_canonical():
     assert study.variant("crl", 0, 1).name == "nllr"
     assert study.parse_variant("crl:0.5:0.5").name == "crl-a0.5-b0.5"
     assert study.parse_variant(" NLLR ") == study.variant("nllr")
-    assert [v.name for v in study.COMPARED] == ["ce", "nllr", "crl-a0-b0.25", "crl-a1-b1"]
+    assert [v.name for v in study.COMPARED] == [
+        "ce",
+        "nllr",
+        "crl-a0-b0.25",
+        "crl-a1-b1",
+        "ce-ls0.1",
+        "focal-gamma2",
+        "crl-a0-b0.25-ls0.1",
+    ]
+    for v in study.COMPARED:
+        assert study.parse_variant(v.spec) == v, v.spec
     grid = study.sweep_variants()
     assert len(grid) == 15
     settings = study.StudySettings(
         training={}, seeds=[0], backends=["jax"], variants=list(study.COMPARED), sweep=True
     )
-    # The three beta = 0 cells are one CE run, and the compared losses are
-    # all grid cells: 15 - 2 runs per seed.
+    # The three beta = 0 cells are one CE run, and the first four compared
+    # losses are grid cells: 15 - 2 + 3 runs per seed.
     names = [v.name for v in settings.all_variants()]
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) == 16
     assert names[:4] == ["ce", "nllr", "crl-a0-b0.25", "crl-a1-b1"]
-    for bad in ("crl:0.5", "crl:-1:0.5", "crl:a:b", "focal", "ce:1:1"):
+    for bad in ("crl:0.5", "crl:-1:0.5", "crl:a:b", "focal:1", "ce:1:1", "ce:gamma=2", "x"):
         with pytest.raises(ValueError):
             study.parse_variant(bad)
 
@@ -118,6 +128,12 @@ def test_report_states_what_known_numbers_support(tmp_path):
     assert f"| {delta.mean():+.2f} ± {delta.std(ddof=1):.2f} | " in report
     assert "**CRL(α=0.5, β=0.5) on tensorflow** is above CE" in report
     assert "**NLLR on" not in report  # noise is not reported as an effect
+    # The user's question: the authors' CRL (equal to CE here) against each
+    # other loss, in a Holm family of its own.
+    assert "## The authors' CRL against each other loss" in report
+    assert "**CRL(α=0, β=0.25) on tensorflow** is below CRL(α=0.5, β=0.5) by" in report
+    assert len(results["head_to_head"]) == 3 * 6
+    assert "resolving 1 pp would take" in report
     assert "a sign test cannot reach p < 0.05" in report
     assert "not independent replications" in report
     # CRL(0, 0.25) equals CE on every seed: no spread, no test.
@@ -136,8 +152,8 @@ def test_report_states_what_known_numbers_support(tmp_path):
         if c["backend"] == "all (seed means)" and c["variant"] == extra.name
     )
     assert pooled["n"] == 4 and pooled["mean"] == pytest.approx(delta[:4].mean())
-    # Holm over (2 backends + their seed means) x 4 compared losses.
-    assert len(results["comparisons"]) == 12
+    # Holm over (2 backends + their seed means) x 7 compared losses.
+    assert len(results["comparisons"]) == 21
     raw = [c["p_t"] for c in results["comparisons"]]
     assert [c["p_holm"] for c in results["comparisons"]] == study.holm(raw)
     # The sweep: 3 x 5 cells per backend; beta = 0 is CE itself.
@@ -187,7 +203,78 @@ def test_resolve_settings_fills_defaults_and_refuses_bad_values():
     with pytest.raises(ValueError, match="seeds=0"):
         study.resolve_settings(training, backends="jax", seeds=0)
     with pytest.raises(ValueError, match="crl:ALPHA:BETA"):
-        study.resolve_settings(training, backends="jax", extra=["focal"])
+        study.resolve_settings(training, backends="jax", extra=["crl:1"])
+
+
+USER_LOSSES = """
+import keras
+
+
+class Poly1(keras.losses.Loss):
+    # Cross-entropy plus epsilon * (1 - p_y), on logits and integer labels.
+    def __init__(self, epsilon=1.0, from_logits=False, name="poly1"):
+        super().__init__(name=name)
+        self.epsilon, self.from_logits = epsilon, from_logits
+
+    def call(self, y_true, y_pred):
+        assert self.from_logits, "expects from_logits=True"
+        labels = keras.ops.cast(y_true, "int32")
+        ce = keras.ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        p = keras.ops.softmax(y_pred)
+        p_y = keras.ops.sum(p * keras.ops.one_hot(labels, y_pred.shape[-1]), axis=-1)
+        return ce + self.epsilon * (1.0 - p_y)
+
+
+def one_hot_only(y_true, y_pred):
+    return keras.ops.categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+class OneHotOnly:
+    def __call__(self, y_true, y_pred):
+        return keras.ops.mean(one_hot_only(y_true, y_pred))
+"""
+
+
+def test_user_losses_are_checked_before_any_run(tmp_path, monkeypatch):
+    (tmp_path / "user_losses.py").write_text(USER_LOSSES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    training = {"dataset": "digits", "model": "small_cnn"}
+    settings = study.resolve_settings(
+        training,
+        backends=BACKEND,
+        extra=["user_losses:Poly1:epsilon=2", "user_losses:OneHotOnly:one_hot=True"],
+    )
+    poly, one_hot = settings.variants[-2:]
+    assert (poly.name, poly.label) == ("Poly1-epsilon2", "Poly1(epsilon=2)")
+    assert "--extra user_losses:Poly1:epsilon=2" in settings.command
+    # Built as training builds it: from_logits set, one-hot targets fed.
+    loss = train_lib.config_loss(train_lib.TrainConfig(**poly.train_fields()))
+    assert loss.from_logits and loss.epsilon == 2
+    train_lib.check_loss(train_lib.config_loss(train_lib.TrainConfig(**one_hot.train_fields())), "")
+    for extra, message in (
+        ("no_such_module:Poly1", "Cannot import the loss 'no_such_module:Poly1'"),
+        ("user_losses:Poly2", "Module 'user_losses' has no 'Poly2'"),
+        ("user_losses:Poly1:bogus=1", "user_losses:Poly1 does not accept .*bogus=1"),
+        ("user_losses:OneHotOnly", "fails on integer labels.*one_hot=True"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            study.resolve_settings(training, backends=BACKEND, extra=[extra])
+
+
+def test_a_user_loss_trains(tmp_path, monkeypatch):
+    (tmp_path / "user_losses.py").write_text(USER_LOSSES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = train_lib.TrainConfig(
+        loss="user_losses:Poly1",
+        loss_options={"epsilon": 1.0},
+        epochs=1,
+        limit=128,
+        run_dir=str(tmp_path / "run"),
+        verbose=0,
+    )
+    metrics = train_lib.train(config)
+    assert metrics["loss"] == "user_losses:Poly1" and metrics["loss_options"] == {"epsilon": 1.0}
+    assert np.isfinite(metrics["final_train_loss"])
 
 
 # --------------------------------------------------------------------------
@@ -202,7 +289,7 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
         "--seeds",
         "2",
         "--epochs",
-        "2",
+        "1",
         "--limit",
         "192",
         "--out-dir",
@@ -216,7 +303,7 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
     # The report's numbers are the run folders' metrics.json.
     results = json.loads((out / "results.json").read_text())
     assert {r["backend"] for r in results["runs"]} == {BACKEND}
-    assert len(results["runs"]) == 8
+    assert len(results["runs"]) == 2 * len(study.COMPARED)
     for v in study.COMPARED:
         accuracies = []
         for seed in (0, 1):
@@ -226,9 +313,11 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
                 metrics["loss"],
                 metrics["alpha"],
                 metrics["beta"],
+                metrics["label_smoothing"],
+                metrics["loss_options"],
                 metrics["seed"],
                 metrics["epochs"],
-            ) == (v.loss, v.alpha, v.beta, seed, 2)
+            ) == (v.loss, v.alpha, v.beta, v.label_smoothing, dict(v.options), seed, 1)
             run = next(r for r in results["runs"] if r["variant"] == v.name and r["seed"] == seed)
             assert run["test_accuracy"] == metrics["test_accuracy"]
             accuracies.append(100 * round(metrics["test_accuracy"] * TEST_IMAGES) / TEST_IMAGES)
@@ -265,5 +354,5 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
     # Other training settings into the same folder would mix runs: refused.
     epochs = args.index("--epochs") + 1
     capsys.readouterr()
-    assert cli.main([*args[:epochs], "3", *args[epochs + 1 :]]) == 2
+    assert cli.main([*args[:epochs], "2", *args[epochs + 1 :]]) == 2
     assert re.search("other settings.*epochs", capsys.readouterr().err)

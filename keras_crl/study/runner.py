@@ -91,9 +91,7 @@ def train_backend(out_dir, echo=print):
             folder = run_dir(out_dir, backend, v, seed)
             config = train_lib.TrainConfig(
                 **settings.training,
-                loss=v.loss,
-                alpha=v.alpha,
-                beta=v.beta,
+                **v.train_fields(),
                 seed=seed,
                 run_dir=str(folder),
                 resume=True,
@@ -139,6 +137,8 @@ def _check_finished(folder, config, backend):
         "loss": config.loss,
         "alpha": config.alpha,
         "beta": config.beta,
+        "label_smoothing": config.label_smoothing,
+        "loss_options": config.loss_options,
         "seed": config.seed,
         "epochs": config.resolved_recipe().epochs,
     }
@@ -154,7 +154,7 @@ def collect(settings, out_dir, require_all=True):
 
     Returns:
         A list of dicts, one per run: backend, variant (name), label, loss,
-        alpha, beta, seed, failed, test_accuracy, best_epoch,
+        alpha, beta, label_smoothing, loss_options, seed, failed, test_accuracy, best_epoch,
         best_val_accuracy, final_train_loss, seconds_per_epoch, wall_seconds,
         run (the folder relative to `out_dir`), config (dataset sizes and
         recipe of the run) and log (`log.csv` columns).

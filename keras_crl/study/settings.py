@@ -12,6 +12,8 @@ from keras_crl.study.variants import parse_variant
 from keras_crl.study.variants import sweep_variants
 from keras_crl.study.variants import unique_variants
 from keras_crl.train import TrainConfig
+from keras_crl.train import check_loss
+from keras_crl.train import config_loss
 
 # Training settings a study compares losses under: the recipe and the data,
 # never the loss or the seed. A rerun into the same folder must match them.
@@ -80,7 +82,10 @@ class StudySettings:
     @classmethod
     def from_json(cls, obj):
         obj = dict(obj)
-        obj["variants"] = [Variant(**v) for v in obj["variants"]]
+        obj["variants"] = [
+            Variant(**{**v, "options": tuple(tuple(o) for o in v.get("options", ()))})
+            for v in obj["variants"]
+        ]
         return cls(**obj)
 
 
@@ -98,7 +103,10 @@ def resolve_settings(
             others such as loss, seed or run folder are ignored).
         seeds: Number of seeds (seeds `0..seeds-1`).
         backends: Backend names, or one comma-separated string.
-        extra: More losses, as `parse_variant` strings (`"crl:0.5:0.5"`).
+        extra: More losses, as `parse_variant` strings (`"crl:0.5:0.5"`,
+            `"mypkg.losses:PolyLoss:epsilon=1"`). Each is built and called
+            on a tiny batch here, so a bad import path or argument fails
+            before any run starts.
         sweep: Also train the alpha x beta grid.
         quick: The smoke-test defaults.
         out_dir: The study folder (for the command line in the report).
@@ -118,11 +126,14 @@ def resolve_settings(
         seeds = QUICK["seeds"] if quick else FULL_SEEDS
     if seeds < 1:
         raise ValueError(f"The number of seeds must be at least 1. Received: seeds={seeds}")
+    extra = [parse_variant(e) for e in extra]
+    for v in extra:
+        check_loss(config_loss(TrainConfig(**v.train_fields())), v.spec)
     settings = StudySettings(
         training=training,
         seeds=list(range(seeds)),
         backends=list(dict.fromkeys(check_backends(backends))),
-        variants=unique_variants([*COMPARED, *(parse_variant(e) for e in extra)]),
+        variants=unique_variants([*COMPARED, *extra]),
         sweep=bool(sweep),
         quick=bool(quick),
     )
@@ -168,8 +179,7 @@ def command_line(settings, out_dir):
     parts.append(f"--backends {','.join(settings.backends)}")
     for v in settings.variants:
         if v not in COMPARED:
-            spec = f"crl:{v.alpha:g}:{v.beta:g}" if v.loss == "crl" else v.loss
-            parts.append(f"--extra {spec}")
+            parts.append(f"--extra {v.spec}")
     if settings.sweep:
         parts.append("--sweep")
     parts.append(f"--out-dir {out_dir}")

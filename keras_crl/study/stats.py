@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from keras_crl.study.variants import AUTHORS
 from keras_crl.study.variants import BASELINE
 from keras_crl.study.variants import SWEEP_ALPHAS
 from keras_crl.study.variants import SWEEP_BETAS
@@ -44,7 +45,9 @@ def paired(differences, confidence=0.95):
         ci (the `confidence` interval of the mean difference, from the t
         distribution), wins / ties / losses (seeds where the variant is
         above / equal to / below the baseline) and p_sign (exact two-sided
-        sign test). t, p_t and ci are None with fewer than two seeds; t and
+        sign test), and seeds_for_1pp: the fewest seeds whose 95 % interval
+        would be at most +-1 pp wide at this spread of the differences. t,
+        p_t, ci and seeds_for_1pp are None with fewer than two seeds; t and
         p_t also when every seed moved by exactly the same amount, where the
         t test has no spread to measure (with accuracies on a few hundred
         test images and two or three seeds, that happens by chance).
@@ -61,8 +64,9 @@ def paired(differences, confidence=0.95):
     out = describe(d)
     out.update(wins=int((d > 0).sum()), ties=int((d == 0).sum()), losses=int((d < 0).sum()))
     out["p_sign"] = sign_test(out["wins"], out["losses"])
-    out.update(t=None, p_t=None, ci=None)
+    out.update(t=None, p_t=None, ci=None, seeds_for_1pp=None)
     if n >= 2:
+        out["seeds_for_1pp"] = seeds_to_resolve(out["std"], 1.0, confidence)
         se = out["std"] / math.sqrt(n)
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
         if se > 0:
@@ -70,6 +74,25 @@ def paired(differences, confidence=0.95):
             out["p_t"] = float(2 * stats.t.sf(abs(out["t"]), n - 1))
             out["ci"] = [out["mean"] - half, out["mean"] + half]
     return out
+
+
+def seeds_to_resolve(std, difference, confidence=0.95, most=1000):
+    """Fewest seeds n whose paired-t interval half-width t_(n-1) * std / sqrt(n)
+    is at most `difference` (`most` if even that many are not enough).
+
+    Example:
+
+    >>> seeds_to_resolve(1.0, 1.0)  # t_(6) = 2.447: 2.447 / sqrt(7) = 0.92
+    7
+    """
+    from scipy import stats
+
+    if std == 0:
+        return 2
+    for n in range(2, most + 1):
+        if stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) <= difference:
+            return n
+    return most
 
 
 def holm(pvalues):
@@ -97,7 +120,9 @@ def analyse(settings, records):
     Returns:
         A dict with `summary` (one row per backend and loss),
         `comparisons` (each compared loss vs CE, per backend, with Holm's
-        adjustment over all of them), `sweep` (the grid, when swept, with its
+        adjustment over all of them), `head_to_head` (the authors' CRL,
+        alpha 0 and beta 0.25, against every other compared loss, a Holm
+        family of its own), `sweep` (the grid, when swept, with its
         own Holm family) and `backend_agreement`.
     """
     accuracy = {}
@@ -116,16 +141,41 @@ def analyse(settings, records):
             if (backend, v.name, s) in accuracy
         ]
 
-    def versus_ce(backend, v):
+    def versus(backend, v, base=BASELINE):
         seeds = [
             s
             for s in settings.seeds
-            if (backend, v.name, s) in accuracy and (backend, BASELINE.name, s) in accuracy
+            if (backend, v.name, s) in accuracy and (backend, base.name, s) in accuracy
         ]
         result = paired(
-            [accuracy[(backend, v.name, s)] - accuracy[(backend, BASELINE.name, s)] for s in seeds]
+            [accuracy[(backend, v.name, s)] - accuracy[(backend, base.name, s)] for s in seeds]
         )
-        return {"backend": backend, "variant": v.name, "label": v.label, **result}
+        return {"backend": backend, **_pair(v, base), **result}
+
+    def seed_means(v, seeds):
+        return [np.mean([accuracy[(b, v.name, s)] for b in settings.backends]) for s in seeds]
+
+    def complete_seeds(*vs):
+        return [
+            s
+            for s in settings.seeds
+            if all((b, v.name, s) in accuracy for b in settings.backends for v in vs)
+        ]
+
+    def family(pairs):
+        """Paired comparisons of `(variant, base)` pairs on every backend and,
+        with several backends, on the seed means; Holm-adjusted together."""
+        rows = [versus(b, v, base) for b in settings.backends for v, base in pairs]
+        if len(settings.backends) > 1:
+            # The seed is the unit of replication; averaging a seed's runs
+            # over the backends damps their rounding-driven divergence.
+            for v, base in pairs:
+                seeds = complete_seeds(v, base)
+                differences = np.subtract(seed_means(v, seeds), seed_means(base, seeds))
+                rows.append({"backend": POOLED, **_pair(v, base), **paired(differences)})
+        for row, p in zip(rows, holm([r["p_t"] for r in rows])):
+            row["p_holm"] = p
+        return rows
 
     def by_run(rows, key):
         return [r[key] for r in rows if r.get(key) is not None]
@@ -153,49 +203,25 @@ def analyse(settings, records):
                 }
             )
 
-    comparisons = [
-        versus_ce(b, v) for b in settings.backends for v in settings.variants if v != BASELINE
-    ]
     if len(settings.backends) > 1:
-        # The seed is the unit of replication; averaging a seed's runs over
-        # the backends damps their rounding-driven divergence.
         for v in settings.variants:
-            complete = [
-                s
-                for s in settings.seeds
-                if all(
-                    (b, n, s) in accuracy
-                    for b in settings.backends
-                    for n in (v.name, BASELINE.name)
-                )
-            ]
-            means = [
-                np.mean([accuracy[(b, v.name, s)] for b in settings.backends]) for s in complete
-            ]
             summary.append(
                 {
                     "backend": POOLED,
                     **v.as_record(),
                     "compared": True,
-                    **describe(means),
+                    **describe(seed_means(v, complete_seeds(v, BASELINE))),
                     "failed_seeds": [],
                 }
             )
-            if v != BASELINE:
-                ce = [
-                    np.mean([accuracy[(b, BASELINE.name, s)] for b in settings.backends])
-                    for s in complete
-                ]
-                comparisons.append(
-                    {
-                        "backend": POOLED,
-                        "variant": v.name,
-                        "label": v.label,
-                        **paired(np.subtract(means, ce)),
-                    }
-                )
-    for row, p in zip(comparisons, holm([c["p_t"] for c in comparisons])):
-        row["p_holm"] = p
+    comparisons = family([(v, BASELINE) for v in settings.variants if v != BASELINE])
+    # What a user deciding on CRL asks: the authors' setting against each
+    # other loss, a family of its own.
+    head_to_head = (
+        family([(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)])
+        if AUTHORS in settings.variants
+        else []
+    )
 
     sweep = []
     if settings.sweep:
@@ -211,7 +237,7 @@ def analyse(settings, records):
                             "variant": v.name,
                             "accuracy": describe(values(backend, v)),
                             # The beta = 0 column is CE itself.
-                            "versus_ce": versus_ce(backend, v) if v != BASELINE else None,
+                            "versus_ce": versus(backend, v) if v != BASELINE else None,
                         }
                     )
         tested = [r for r in sweep if r["versus_ce"] is not None]
@@ -221,8 +247,18 @@ def analyse(settings, records):
     return {
         "summary": summary,
         "comparisons": comparisons,
+        "head_to_head": head_to_head,
         "sweep": sweep,
         "backend_agreement": _backend_agreement(settings, accuracy),
+    }
+
+
+def _pair(v, base):
+    return {
+        "variant": v.name,
+        "label": v.label,
+        "baseline": base.name,
+        "baseline_label": base.label,
     }
 
 
