@@ -52,7 +52,7 @@ def _add_data_and_recipe_arguments(parser, defaults):
     add(
         "--data-workers",
         type=int,
-        help="folder_stream: decoding processes (default: the CPU count; 0: none)",
+        help="folder_stream: decoding threads (default: the CPU count; 0: in the training loop)",
     )
     add("--recipe", default="paper", help="paper (default) or cosine")
     add(
@@ -187,6 +187,8 @@ def config_from_args(args, run_dir):
             )
         options["path"] = args.data_dir
     if args.data_workers is not None:
+        if args.dataset != "folder_stream":
+            raise ValueError("--data-workers applies to --dataset folder_stream only.")
         options["workers"] = args.data_workers
     run = {}
     if hasattr(args, "loss"):

@@ -221,6 +221,8 @@ def test_cli_flags_make_a_streaming_config():
     assert config.dataset_options == {"image_size": (64, 64), "path": "/d", "workers": 3}
     with pytest.raises(ValueError, match="folder_stream needs --data-dir"):
         config_from_args(build_parser().parse_args(["train", "--dataset", "folder_stream"]), "r")
+    with pytest.raises(ValueError, match="folder_stream only"):
+        config_from_args(build_parser().parse_args(["train", "--data-workers", "2"]), "r")
 
 
 def test_benchmark_script_smoke(tmp_path):

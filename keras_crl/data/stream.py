@@ -24,20 +24,23 @@ is cut into `n` equal slices and this process reads, decodes and returns
 only slice `shard_index`; the slices of all shards concatenated are the
 global batch.
 
-Why `PyDataset` and not grain (measured; `benchmarks/stream.py`,
+Why `PyDataset` and not grain (measured: `benchmarks/stream.py`,
 `benchmarks/results/stream.md`): Keras 3.15's `fit` takes both on every
-backend, and decode + augment throughput is set by Pillow in both (grain's
-multiprocessing prefetch was not faster, see the results). What decides is
-the contract the rest of keras-crl relies on. `fit` calls a `PyDataset`'s
-`__getitem__(i)` and `on_epoch_end()`, so the batch index and Keras' epoch
-reach the data and a batch is random-access by `(epoch, index)`; a grain
-dataset handed to `fit` is just re-iterated every epoch: its per-epoch
-reshuffle would have to come from a repeated, flattened stream whose
-position is unrelated to Keras' epoch, and its checkpointable iterator
-state lives inside an iterator Keras creates and never exposes. Grain would
-also add a dependency (and its own array-record / TensorFlow-free stack)
-for what a page of NumPy and Pillow does. Here the "checkpointable
-position" is just `(epoch, batch index)`.
+backend, but only a `PyDataset` is given the batch index and Keras' epoch
+(`__getitem__(i)`, `on_epoch_end()`), which keeps a batch random-access by
+`(epoch, index)` and the same for any worker count. A grain dataset handed
+to `fit` is simply iterated afresh every epoch: a reshuffle tied to Keras'
+epoch would need a repeated stream whose position is unrelated to it, and
+grain's checkpointable iterator state lives in an iterator Keras creates and
+does not expose. Here the checkpointable position is `(epoch, batch index)`.
+grain 0.2.18's `mp_prefetch` with the same per-image function was also
+slower on the development machine (its workers start with every epoch's
+iteration), and it would be one more dependency.
+
+Workers are threads by default: Pillow's decode and resize and NumPy's
+arithmetic release the GIL, and a thread hands its batch over without the
+pickling through a pipe that a worker process needs (a float32 batch of 32
+at 224 px is 19 MB), nor a fork of a process running JAX or TensorFlow.
 """
 
 import dataclasses
