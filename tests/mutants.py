@@ -409,7 +409,10 @@ MUTANTS = [
         "keras_crl/data/folder.py",
         'f"Corrupt or truncated image {file}: {type(error).__name__}: {error}"',
         'f"Corrupt or truncated image: {type(error).__name__}: {error}"',
-        (f"{STREAM}test_corrupt_file_mid_stream_names_its_path",),
+        (
+            f"{STREAM}test_corrupt_file_mid_stream_names_its_path",
+            f"{STREAM}test_cli_stops_on_a_corrupt_file_with_one_line",
+        ),
     ),
 ]
 

@@ -128,19 +128,51 @@ class TestDeterminism:
             _stream(jpeg_folder, limit=64, shard_count=3)
 
 
-def test_corrupt_file_mid_stream_names_its_path(jpeg_folder, tmp_path):
-    folder = tmp_path / "broken"
+@pytest.fixture(scope="module")
+def broken_folder(jpeg_folder, tmp_path_factory):
+    """12 JPEGs per class, all of class2 truncated mid-scan: (folder, bad files)."""
+    folder = tmp_path_factory.mktemp("broken")
     for c in range(CLASSES):
         shutil.copytree(
             os.path.join(jpeg_folder, f"class{c}"),
             folder / f"class{c}",
             ignore=lambda d, names: sorted(names)[12:],
         )
-    bad = folder / "class2" / sorted(os.listdir(folder / "class2"))[5]
-    bad.write_bytes(bad.read_bytes()[:300])  # truncated mid-scan
-    stream = _stream(str(folder), workers=2, use_multiprocessing=True, shuffle=False)
-    with pytest.raises(ValueError, match=f"Corrupt or truncated image {bad}"):
+    bad = sorted((folder / "class2").iterdir())
+    for file in bad:
+        file.write_bytes(file.read_bytes()[:300])
+    return str(folder), [str(file) for file in bad]
+
+
+def test_corrupt_file_mid_stream_names_its_path(broken_folder):
+    folder, bad = broken_folder
+    stream = _stream(folder, workers=2, use_multiprocessing=True, shuffle=False)
+    stream.epoch = 0
+    stream[0]  # the first batch, of class0 and class1, is fine
+    with pytest.raises(ValueError, match="Corrupt or truncated image ") as info:
         _epoch_digests(stream, 0)
+    # Keras' enqueuer may re-raise a later batch's error while draining its
+    # queue, so the file named is one of the corrupt ones, not always the first.
+    assert _named_file(str(info.value)) in bad, info.value
+
+
+def _named_file(message):
+    return message.split("Corrupt or truncated image ", 1)[-1].split(": ")[0]
+
+
+def test_cli_stops_on_a_corrupt_file_with_one_line(broken_folder, tmp_path, capsys):
+    from keras_crl import cli
+
+    folder, bad = broken_folder
+    status = cli.main(
+        ["train", "--dataset", "folder_stream", "--data-dir", folder, "--image-size", "16"]
+        + ["--epochs", "1", "--batch-size", "16", "--data-workers", "2", "--verbose", "0"]
+        + ["--run-dir", str(tmp_path / "run")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("keras-crl train: error: Corrupt or truncated image ")
+    assert _named_file(err[-1]) in bad, err[-1]
 
 
 def _status_bytes(field):
