@@ -44,10 +44,16 @@ def _add_data_and_recipe_arguments(parser, defaults):
     add(
         "--dataset",
         default="digits",
-        help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder",
+        help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder, "
+        "folder_stream (decoded batch by batch: folders larger than memory)",
     )
     add("--data-dir", help="where data sets are found or downloaded; for 'folder' the image folder")
     add("--image-size", type=int, help="resize folder data sets to this square size")
+    add(
+        "--data-workers",
+        type=int,
+        help="folder_stream: decoding threads (default: the CPU count; 0: in the training loop)",
+    )
     add("--recipe", default="paper", help="paper (default) or cosine")
     add(
         "--epochs",
@@ -195,10 +201,16 @@ def config_from_args(args, run_dir):
     options = {}
     if args.image_size:
         options["image_size"] = (args.image_size, args.image_size)
-    if args.dataset == "folder":
+    if args.dataset in ("folder", "folder_stream"):
         if not args.data_dir:
-            raise ValueError("--dataset folder needs --data-dir PATH (one sub-folder per class).")
+            raise ValueError(
+                f"--dataset {args.dataset} needs --data-dir PATH (one sub-folder per class)."
+            )
         options["path"] = args.data_dir
+    if args.data_workers is not None:
+        if args.dataset != "folder_stream":
+            raise ValueError("--data-workers applies to --dataset folder_stream only.")
+        options["workers"] = args.data_workers
     run = {}
     if hasattr(args, "loss"):
         run = dict(
@@ -225,7 +237,7 @@ def config_from_args(args, run_dir):
         schedule=args.schedule,
         augment=args.augment,
         validation_split=args.validation_split,
-        data_dir=None if args.dataset == "folder" else args.data_dir,
+        data_dir=None if "path" in options else args.data_dir,
         dataset_options=options,
         limit=args.limit,
         run_dir=run_dir,

@@ -332,9 +332,11 @@ def _train(config, recipe, run_dir, callbacks):
         seed=config.seed,
         **config.dataset_options,
     )
-    x_train, y_train = ds.x_train, ds.y_train
-    if config.limit:
-        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+    # A streaming folder holds file lists, decoded batch by batch.
+    streaming = isinstance(ds, data_lib.StreamingFolder)
+    limit = config.limit or None
+    x_train = None if streaming else ds.x_train[:limit]
+    y_train = ds.y_train[:limit]
 
     state_path = run_dir / "state.npz"
     initial_epoch = 0
@@ -352,22 +354,40 @@ def _train(config, recipe, run_dir, callbacks):
         drop_remainder=config.devices > 1,
     )
     augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
-    train_data = data_lib.BatchPipeline(
-        x_train,
-        y_train,
-        recipe.batch_size,
-        augment=recipe.augment,
-        shuffle=True,
-        seed=config.seed,
-        initial_epoch=initial_epoch,
-        **augmentation,
-        **pipeline,
-    )
+    if streaming:
+        # Files decoded batch by batch; the augmentation is a random resized
+        # crop and flip (data.stream), not the recipe's padded crop.
+        train_data = ds.pipeline(
+            "train",
+            recipe.batch_size,
+            limit=limit,
+            augment=recipe.augment,
+            shuffle=True,
+            seed=config.seed,
+            initial_epoch=initial_epoch,
+            **pipeline,
+        )
+    else:
+        train_data = data_lib.BatchPipeline(
+            x_train,
+            y_train,
+            recipe.batch_size,
+            augment=recipe.augment,
+            shuffle=True,
+            seed=config.seed,
+            initial_epoch=initial_epoch,
+            **augmentation,
+            **pipeline,
+        )
     # One process per device (torch): each trains on its share of the batch
     # and evaluates everything; only the chief writes the run folder.
     chief = parallel.is_chief()
-    val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
-    test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
+    if streaming:
+        val_data = ds.pipeline("val", recipe.batch_size, **pipeline)
+        test_data = ds.pipeline("test", recipe.batch_size, **pipeline)
+    else:
+        val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
+        test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
 
     input_shape = ds.input_shape
     if config.data_format == "channels_first":

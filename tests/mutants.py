@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ON_HOST = "tests/test_losses.py::TestEagerChecksOnTheHostOnly::"
 GPU_CHECK = "tests/test_gpu_check.py::"
+STREAM = "tests/test_stream.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,6 +394,45 @@ MUTANTS = [
         '>>"$WORK/steps.tsv"\n',
         "",
         (f"{GPU_CHECK}test_dry_run_passes_every_step",),
+    ),
+    Mutant(
+        "streaming folder decodes everything into memory",
+        "keras_crl/data/stream.py",
+        "        self.epoch = initial_epoch\n",
+        "        self.epoch = initial_epoch\n"
+        "        self._decoded = [self.load(f, np.random.default_rng(0)) for f in self.files]\n",
+        (f"{STREAM}test_memory_is_bounded_by_the_prefetch_window",),
+    ),
+    Mutant(
+        "streaming augmentation not keyed by epoch",
+        "keras_crl/data/stream.py",
+        "default_rng([self.seed, epoch, _AUGMENT_TAG, position])",
+        "default_rng([self.seed, 0, _AUGMENT_TAG, position])",
+        (f"{STREAM}TestDeterminism::test_epochs_differ_in_order_and_in_augmentation",),
+    ),
+    Mutant(
+        "streaming augmentation keyed by the row of the shard's batch",
+        "keras_crl/data/stream.py",
+        "default_rng([self.seed, epoch, _AUGMENT_TAG, position])",
+        "default_rng([self.seed, epoch, _AUGMENT_TAG, row])",
+        (f"{STREAM}TestDeterminism::test_shard_reads_only_its_slice_of_the_global_batch",),
+    ),
+    Mutant(
+        "streaming shard ignored",
+        "keras_crl/data/stream.py",
+        "        start += self.shard_index * share\n",
+        "",
+        (f"{STREAM}TestDeterminism::test_shard_reads_only_its_slice_of_the_global_batch",),
+    ),
+    Mutant(
+        "corrupt image error without its path",
+        "keras_crl/data/folder.py",
+        'f"Corrupt or truncated image {file}: {type(error).__name__}: {error}"',
+        'f"Corrupt or truncated image: {type(error).__name__}: {error}"',
+        (
+            f"{STREAM}test_corrupt_file_mid_stream_names_its_path",
+            f"{STREAM}test_cli_stops_on_a_corrupt_file_with_one_line",
+        ),
     ),
 ]
 

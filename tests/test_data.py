@@ -34,7 +34,7 @@ def _rows(x):
 
 def test_list_datasets():
     assert data.list_datasets() == [
-        "digits", "synthetic", "cifar10", "cifar100", "svhn", "folder"
+        "digits", "synthetic", "cifar10", "cifar100", "svhn", "folder", "folder_stream"
     ]  # fmt: skip
 
 

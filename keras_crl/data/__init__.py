@@ -30,6 +30,8 @@ from keras_crl.data.dataset import stratified_split
 from keras_crl.data.pipeline import BatchPipeline
 from keras_crl.data.pipeline import EpochSync
 from keras_crl.data.pipeline import batch_digest
+from keras_crl.data.stream import FolderStream
+from keras_crl.data.stream import StreamingFolder
 
 # Loader modules are imported only when their data set is asked for, so that
 # importing keras_crl.data never pulls in PIL or scipy.
@@ -40,6 +42,8 @@ _REGISTRY = {
     "cifar100": ("keras_crl.data.cifar", "load_cifar100"),
     "svhn": ("keras_crl.data.svhn", "load_svhn"),
     "folder": ("keras_crl.data.folder", "load_image_folder"),
+    # The same folder, listed only and decoded batch by batch (FolderStream).
+    "folder_stream": ("keras_crl.data.stream", "load_stream_folder"),
 }
 
 
@@ -52,7 +56,7 @@ def list_datasets():
     Example:
 
     >>> list_datasets()
-    ['digits', 'synthetic', 'cifar10', 'cifar100', 'svhn', 'folder']
+    ['digits', 'synthetic', 'cifar10', 'cifar100', 'svhn', 'folder', 'folder_stream']
     """
     return list(_REGISTRY)
 
@@ -63,7 +67,8 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
     Args:
         name: One of `list_datasets()`.
         data_dir: Where the files of the data set live or are downloaded to.
-            For `"folder"` this is the image folder itself (or pass `path`).
+            For `"folder"` and `"folder_stream"` this is the image folder
+            itself (or pass `path`).
         validation_split: Fraction of the training data held out for
             validation, in `[0, 1)`. The test set is never touched.
         seed: Non-negative integer seed of the validation split (and of the
@@ -72,7 +77,8 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
             `"synthetic"` or `image_size` for `"folder"`.
 
     Returns:
-        A `Dataset`.
+        A `Dataset`; for `"folder_stream"` a `StreamingFolder` (file lists,
+        whose `pipeline()` decodes batch by batch).
 
     Raises:
         ValueError: If `name` is unknown; the message lists valid names.
@@ -93,11 +99,11 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split}.")
     module_name, function_name = _REGISTRY[key]
     loader = getattr(importlib.import_module(module_name), function_name)
-    if key == "folder":
+    if key in ("folder", "folder_stream"):
         path = kwargs.pop("path", None) or data_dir
         if path is None:
             raise ValueError(
-                "load_dataset('folder') needs the image folder: pass data_dir=... or path=..."
+                f"load_dataset({key!r}) needs the image folder: pass data_dir=... or path=..."
             )
         return loader(path, validation_split=validation_split, seed=seed, **kwargs)
     return loader(data_dir=data_dir, validation_split=validation_split, seed=seed, **kwargs)
@@ -108,6 +114,8 @@ __all__ = [
     "Dataset",
     "DatasetNotAvailable",
     "EpochSync",
+    "FolderStream",
+    "StreamingFolder",
     "batch_digest",
     "channel_stats",
     "check_labels",

@@ -144,6 +144,42 @@ def check_images(files, same_size=True):
     return reference[1] if reference else None
 
 
+def read_image(file, mode="RGB"):
+    """Decodes one image file fully into a PIL image of the given mode.
+
+    Args:
+        file: Path of the image.
+        mode: PIL mode to convert to, e.g. `"RGB"` or `"L"`.
+
+    Returns:
+        A loaded `PIL.Image.Image`, detached from the file.
+
+    Raises:
+        ValueError: Naming `file`, if it cannot be opened or decoded (a
+            corrupt or truncated file).
+
+    Example:
+
+    ```python
+    image = read_image("/data/cub/images/001/a.jpg")
+    ```
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            # verify() only checks structure; truncated pixel data shows up
+            # here, when the image is actually decoded.
+            image.load()
+            # A converted copy (also when the mode is already right): closing
+            # the file releases the decoded pixels of `image` itself.
+            return image.convert(mode)
+    except Exception as error:  # PIL raises many types here
+        raise ValueError(
+            f"Corrupt or truncated image {file}: {type(error).__name__}: {error}"
+        ) from error
+
+
 def _decode(files, image_size, color_mode):
     from PIL import Image
 
@@ -151,20 +187,10 @@ def _decode(files, image_size, color_mode):
     height, width = image_size
     out = np.empty((len(files), height, width, channels), dtype=np.uint8)
     for i, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                # verify() only checks structure; truncated pixel data shows
-                # up here, when the image is actually decoded.
-                image.load()
-                image = image.convert(mode)
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.uint8)
-        except Exception as error:
-            raise ValueError(
-                f"Corrupt or truncated image {file}: {type(error).__name__}: {error}"
-            ) from error
-        out[i] = pixels.reshape(height, width, channels)
+        image = read_image(file, mode)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
     return out
 
 
