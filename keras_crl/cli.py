@@ -152,7 +152,7 @@ def build_parser():
     study = sub.add_parser(
         "study",
         help="CE vs NLLR vs CRL over seeds (and backends, alpha x beta): report.md with plots",
-        description="Trains every loss with every seed (default 5) on each backend (each in its "
+        description="Trains every loss with every seed (default 8) on each backend (each in its "
         "own process) and writes report.md: test accuracy (best-on-validation weights) as mean "
         "± std, paired differences to cross-entropy, training curves and time. On the bundled "
         "digits the defaults are 30 epochs, batch 64, lr 0.05. Rerun the same command to "
@@ -160,7 +160,7 @@ def build_parser():
     )
     _add_data_and_recipe_arguments(study, {})
     add = study.add_argument
-    add("--seeds", type=int, help="seeds 0..N-1 per loss and backend (default 5, --quick 2)")
+    add("--seeds", type=int, help="seeds 0..N-1 per loss and backend (default 8, --quick 2)")
     add("--backends", help="comma-separated, e.g. tensorflow,torch,jax (default: the current one)")
     add(
         "--extra",

@@ -196,7 +196,7 @@ def test_resolve_settings_fills_defaults_and_refuses_bad_values():
     full = study.resolve_settings(
         training, backends=["torch", "jax", "torch"], extra=["crl:0.5:0.5"]
     )
-    assert full.training["epochs"] == 30 and full.seeds == list(range(5))
+    assert full.training["epochs"] == 30 and full.seeds == list(range(8))
     assert full.backends == ["torch", "jax"] and full.variants[-1].name == "crl-a0.5-b0.5"
     with pytest.raises(ValueError, match="Valid backends"):
         study.resolve_settings(training, backends="numpy")
