@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_crl import _keras_compat
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl import parallel
@@ -293,6 +294,9 @@ def _train(config, recipe, run_dir, callbacks):
     rank = parallel.rank()
     if resuming:
         run_folder.load_state(trainer, state_path, rank)
+    if start_step:
+        # RestoreEpochState needs the metrics' variables in `on_epoch_begin`.
+        _keras_compat.build_metrics(trainer, parallel.shard(train_data)[0])
 
     if resuming and chief:
         run_folder.truncate_log(run_dir / "log.csv", initial_epoch)

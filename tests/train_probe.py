@@ -13,7 +13,8 @@ writes `paused` after that step and sleeps, so the test can kill it at a
 known point inside an epoch; with `--pause-in-save`, it does so inside the
 save of the checkpoint at that position, after the temporary file is
 written and before it replaces `state.npz`. Run with KERAS_BACKEND equal to
-`--backend`: a backend switch restarts the command without the probe.
+`--backend`: a backend switch restarts the command without the probe. Under
+torchrun each process writes `PROGRESS.RANK`.
 """
 
 import argparse
@@ -85,6 +86,8 @@ def main(argv):
     parser.add_argument("--pause-at")
     parser.add_argument("--pause-in-save")
     args, cli_args = parser.parse_known_args(argv)
+    if "RANK" in os.environ:  # under torchrun: one file per process
+        args.progress = f"{args.progress}.{os.environ['RANK']}"
 
     def position(text):
         return tuple(int(n) for n in text.split(":")) if text else None
