@@ -70,3 +70,14 @@ def set_random_seed(seed):
         import torch
 
         torch.manual_seed(seed)
+
+
+def build_metrics(model, batch):
+    """Creates the compiled metrics' variables from one `(x, y)` batch.
+
+    `fit` does it before its first epoch on JAX and torch, but TensorFlow
+    (without a distribution strategy) only when it traces the first train
+    step: too late to give a resumed epoch its metric totals in
+    `on_epoch_begin`. This is the build `fit` does, with the batch's shapes.
+    """
+    model._symbolic_build(data_batch=batch)

@@ -15,27 +15,111 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_crl import parallel
 from keras_crl import run_folder
 
 
 class StateCheckpoint(keras.callbacks.Callback):
-    """Saves the full training state after every epoch, atomically.
+    """Saves the full training state atomically: after every epoch, and
+    inside epochs every `every_steps` steps and/or `every_seconds` seconds.
 
     Hand-written because Keras' `BackupAndRestore` keeps its own files and
-    deletes them when training ends; `state.npz` (`run_folder.save_state`)
-    stays in the run folder and resumes on any backend.
+    deletes them when training ends, and restores only the epoch number from
+    a mid-epoch save (it then replays the epoch from its first batch with
+    weights already updated); `state.npz` (`run_folder.save_state`) stays in
+    the run folder, holds the position inside the epoch and the epoch's
+    metric totals, and resumes on any backend.
+
+    In several torch processes every process runs it: they agree on when to
+    save (the chief's clock decides a time-based save), each process's own
+    batch-norm statistics and metric totals are gathered to the chief (which
+    also waits for all of them to reach the step), and only the chief writes.
 
     Args:
         path: The `state.npz` to write.
+        steps_per_epoch: Steps in one epoch.
+        every_steps: Save inside an epoch after this many steps (None: no).
+        every_seconds: Save inside an epoch once this much training time has
+            passed since the last save (None: no).
+        keep: Checkpoints to keep (`run_folder.save_state`).
+        start: `(epoch, step)` this `fit` starts at: the step numbers Keras
+            passes for `epoch` then count from `step`.
+        write: Whether this process writes (the chief).
     """
 
-    def __init__(self, path):
+    def __init__(
+        self,
+        path,
+        steps_per_epoch=None,
+        every_steps=None,
+        every_seconds=None,
+        keep=1,
+        start=(0, 0),
+        write=True,
+    ):
         super().__init__()
         self.path = path
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.every_seconds = every_seconds
+        self.keep = keep
+        self.start = start
+        self.write = write
+        self.epoch, self.offset = start
+        self.since, self.last = 0, time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.offset = self.start[1] if epoch == self.start[0] else 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.since += 1
+        done = self.offset + batch + 1
+        if self.steps_per_epoch is not None and done >= self.steps_per_epoch:
+            return  # the end-of-epoch checkpoint follows
+        due = self.every_steps is not None and self.since >= self.every_steps
+        if self.every_seconds is not None and not due:
+            due = parallel.chief_decides(time.monotonic() - self.last >= self.every_seconds)
+        if due:
+            self._save(self.epoch, done)
 
     def on_epoch_end(self, epoch, logs=None):
         if not (logs and math.isnan(logs.get("loss", 0.0))):
-            run_folder.save_state(self.model, epoch + 1, self.path)
+            self._save(epoch + 1, 0)
+
+    def _save(self, epoch, step):
+        model = self.model
+        replicas = parallel.gather_to_chief(
+            [
+                [keras.ops.convert_to_numpy(v) for v in model.non_trainable_weights],
+                [keras.ops.convert_to_numpy(v) for v in model.metrics_variables],
+            ]
+        )
+        if self.write:
+            run_folder.save_state(model, epoch, self.path, step, self.keep, replicas)
+        self.since, self.last = 0, time.monotonic()
+
+
+class RestoreEpochState(keras.callbacks.Callback):
+    """Gives a resumed epoch the metric totals of its steps before the checkpoint.
+
+    `fit` resets the metrics before `on_epoch_begin`; this then loads the
+    interrupted epoch's running loss mean and accuracy counts, so the epoch
+    logs what an uninterrupted run would.
+
+    Args:
+        path: The checkpoint.
+        epoch: The epoch it interrupted.
+        rank: This process's rank (its own totals, under torch DDP).
+    """
+
+    def __init__(self, path, epoch, rank=0):
+        super().__init__()
+        self.path, self.epoch, self.rank = path, epoch, rank
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            run_folder.load_metric_state(self.model, self.path, self.rank)
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -75,7 +159,7 @@ class BestWeights(keras.callbacks.Callback):
 class StopOnNaN(keras.callbacks.Callback):
     """Stops at the first non-finite loss, naming the epoch and step.
 
-    The state checkpoint of the last finished epoch is kept untouched.
+    The last state checkpoint, saved before the bad step, is kept untouched.
     Hand-written because `keras.callbacks.TerminateOnNaN(raise_error=True)`
     names only the batch, not the epoch, and raises a bare `RuntimeError`;
     this raises `FloatingPointError`, which the study records as a failed run.
@@ -90,7 +174,7 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
             raise FloatingPointError(
                 f"The loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}. "
-                "The last good checkpoint (end of the previous epoch) is kept; lower "
+                "The last good checkpoint (state.npz, saved before this step) is kept; lower "
                 "the learning rate or check the data."
             )
 

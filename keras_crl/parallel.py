@@ -361,3 +361,41 @@ class AverageReplicas(keras.callbacks.Callback):
         keys = sorted(logs)
         means = self._all_mean([float(logs[k]) for k in keys])
         logs.update({k: float(m) for k, m in zip(keys, means)})
+
+
+def chief_decides(flag):
+    """The chief's `flag`, the same in every torch process (a single process: `flag`).
+
+    For decisions every process must take at the same step, such as a
+    checkpoint due by the chief's clock.
+    """
+    if _torch_world()[1] == 1:
+        return bool(flag)
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([int(bool(flag))])
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def gather_to_chief(obj):
+    """Every torch process's `obj`, in rank order, on the chief; None elsewhere
+    and in a single process.
+
+    A collective: it returns on the chief only once every process has
+    reached it.
+    """
+    rank, world = _torch_world()
+    if world == 1:
+        return None
+    import torch.distributed as dist
+
+    gathered = [None] * world if rank == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def rank():
+    """This torch process's rank (0 in a single process)."""
+    return _torch_world()[0]

@@ -2,7 +2,8 @@
 
     config.json, metrics.json   write_json (atomic)
     log.csv                     read_log, truncate_log (Keras' CSVLogger writes it)
-    state.npz                   save_state / load_state: the resumable checkpoint
+    state.npz                   save_state / load_state / load_metric_state:
+                                the resumable checkpoint (state-*.npz: older kept ones)
     *.weights.h5                read_weights (without a backend)
     loss.png, accuracy.png      plot_curves
 
@@ -12,6 +13,7 @@ backend.
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -26,26 +28,65 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def save_state(model, epoch, path):
-    """Writes weights, optimizer variables and `epoch` to `path` atomically."""
-    arrays = {"epoch": np.asarray(epoch)}
+def save_state(model, epoch, path, step=0, keep=1, replicas=None):
+    """Writes the training state to `path` atomically, keeping the last `keep`.
+
+    The state is everything a run needs to continue exactly: the weights,
+    the optimizer variables (their step count is the schedule's position),
+    the position `(epoch, step)` (the next step to train: step `step` of
+    epoch `epoch`) and, inside an epoch, the metric variables (the running
+    loss mean and accuracy totals of the epoch so far).
+
+    Args:
+        model: The compiled model `fit` trains.
+        epoch: The epoch to resume at.
+        path: The checkpoint, e.g. `run_dir / "state.npz"`.
+        step: Steps of `epoch` already trained (0: at its start).
+        keep: Checkpoints to keep: `path` (the newest) and up to `keep - 1`
+            older ones beside it, named `state-EEEE-SSSSSS.npz` by position.
+        replicas: Per process (torch DDP), a list of (non-trainable weights,
+            metric variables) as arrays, in rank order: each process's own
+            batch-norm statistics and metric totals differ inside an epoch.
+    """
+    path = Path(path)
+    arrays = {"epoch": np.asarray(epoch), "step": np.asarray(step)}
     for i, v in enumerate(model.weights):
         arrays[f"w{i}"] = keras.ops.convert_to_numpy(v)
     for i, v in enumerate(model.optimizer.variables):
         arrays[f"o{i}"] = keras.ops.convert_to_numpy(v)
+    if step:
+        for i, v in enumerate(model.metrics_variables):
+            arrays[f"m{i}"] = keras.ops.convert_to_numpy(v)
+    for rank, (non_trainable, metrics) in enumerate(replicas or []):
+        for i, value in enumerate(non_trainable):
+            arrays[f"r{rank}_n{i}"] = value
+        for i, value in enumerate(metrics if step else ()):
+            arrays[f"r{rank}_m{i}"] = value
     tmp = Path(f"{path}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
+    if keep > 1 and path.exists():
+        # The newest checkpoint gets a second name by its position before
+        # `path` moves on, so `path` is complete at every moment.
+        kept = path.with_name("state-{:04d}-{:06d}.npz".format(*state_position(path)))
+        if not kept.exists():
+            os.link(path, kept)
     # A kill before this line leaves the previous state intact.
     os.replace(tmp, path)
+    for old in sorted(path.parent.glob("state-*-*.npz"))[: -(keep - 1) or None]:
+        old.unlink()
 
 
-def state_epoch(path):
-    """The epoch a `state.npz` resumes at, or a `ValueError` naming the file."""
+def state_position(path):
+    """`(epoch, step)` a `state.npz` resumes at, or a `ValueError` naming the file.
+
+    Checkpoints from before mid-epoch saves hold no step: `(epoch, 0)`.
+    """
     with _open_state(path) as state:
-        return int(state["epoch"])
+        step = int(state["step"]) if "step" in state.files else 0
+        return int(state["epoch"]), step
 
 
 def _open_state(path):
@@ -55,15 +96,28 @@ def _open_state(path):
         raise ValueError(f"Cannot read the checkpoint {path}: {error}") from error
 
 
-def load_state(model, path):
-    """Restores what `save_state` wrote; returns the epoch."""
+def _count(state, prefix):
+    return sum(re.fullmatch(rf"{prefix}\d+", k) is not None for k in state.files)
+
+
+def load_state(model, path, rank=0):
+    """Restores the weights and optimizer variables `save_state` wrote.
+
+    Args:
+        model: The compiled model `fit` will train.
+        path: The checkpoint.
+        rank: This process's rank: its own non-trainable weights, when the
+            checkpoint holds each process's.
+
+    Returns:
+        The epoch to resume at.
+    """
     with _open_state(path) as state:
         weights = model.weights
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         opt_vars = model.optimizer.variables
-        n_w = sum(k.startswith("w") for k in state.files)
-        n_o = sum(k.startswith("o") for k in state.files)
+        n_w, n_o = _count(state, "w"), _count(state, "o")
         if (n_w, n_o) != (len(weights), len(opt_vars)):
             raise ValueError(
                 f"{path} holds {n_w} weights and {n_o} optimizer variables; the "
@@ -74,7 +128,30 @@ def load_state(model, path):
             v.assign(state[f"w{i}"])
         for i, v in enumerate(opt_vars):
             v.assign(state[f"o{i}"])
+        if f"r{rank}_n0" in state.files:
+            for i, v in enumerate(model.non_trainable_weights):
+                v.assign(state[f"r{rank}_n{i}"])
         return int(state["epoch"])
+
+
+def load_metric_state(model, path, rank=0):
+    """Restores the metric variables of an epoch a checkpoint interrupted.
+
+    Call it once the metrics are built and reset for the epoch (in
+    `on_epoch_begin`), so the epoch's logged loss and accuracy average over
+    the steps before the checkpoint too. A no-op for an end-of-epoch one.
+    """
+    with _open_state(path) as state:
+        prefix = f"r{rank}_m" if f"r{rank}_m0" in state.files else "m"
+        variables = model.metrics_variables
+        if _count(state, prefix) not in (0, len(variables)):
+            raise ValueError(
+                f"{path} holds {_count(state, prefix)} metric variables; the model "
+                f"has {len(variables)}. Was it written with other metrics?"
+            )
+        if f"{prefix}0" in state.files:
+            for i, v in enumerate(variables):
+                v.assign(state[f"{prefix}{i}"])
 
 
 def truncate_log(path, epochs):

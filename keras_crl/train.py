@@ -4,10 +4,11 @@
     -> run folder: config.json, log.csv, best/last weights, metrics.json, plots
 
 A run folder is self-describing: `config.json` holds the resolved
-configuration, and `state.npz` (rewritten atomically after every epoch) holds
-the weights, optimizer state and epoch, so `resume=True` continues an
-interrupted run exactly where its last finished epoch left it, on any
-backend.
+configuration, and `state.npz` (rewritten atomically after every epoch and
+every `checkpoint_seconds` / `checkpoint_steps` inside one) holds the
+weights, optimizer state, position (epoch and step) and the epoch's metric
+totals, so `resume=True` continues an interrupted run exactly at the step
+after its last checkpoint, on any backend.
 """
 
 import dataclasses
@@ -20,12 +21,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_crl import _keras_compat
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl import parallel
 from keras_crl import run_folder
 from keras_crl.callbacks import BestWeights
 from keras_crl.callbacks import EpochTimer
+from keras_crl.callbacks import RestoreEpochState
 from keras_crl.callbacks import StateCheckpoint
 from keras_crl.callbacks import StopOnNaN
 from keras_crl.losses import CompetingRatioLoss
@@ -82,7 +85,13 @@ class TrainConfig:
             by torchrun; see `keras_crl.parallel`). The batch size is the
             global batch, split across the devices.
         data_format: `"channels_last"` or `"channels_first"`.
-        resume: Continue from `run_dir/state.npz` if it exists.
+        resume: Continue from `run_dir/state.npz` if it exists, at the step
+            after the checkpoint (inside an epoch too).
+        checkpoint_steps: Also checkpoint inside epochs every this many steps.
+        checkpoint_seconds: Also checkpoint inside epochs every this many
+            seconds of training (default 600; None: only at epoch ends).
+        keep_checkpoints: Checkpoints to keep: `state.npz` and the newest
+            older ones beside it (`state-EEEE-SSSSSS.npz`).
         verbose: Keras' progress bar (1), one line per epoch (2), or none.
     """
 
@@ -115,6 +124,9 @@ class TrainConfig:
     devices: int = 1
     data_format: str = "channels_last"
     resume: bool = False
+    checkpoint_steps: int | None = None
+    checkpoint_seconds: float | None = 600.0
+    keep_checkpoints: int = 1
     verbose: int = 1
 
     def resolved_recipe(self):
@@ -279,6 +291,10 @@ def check_config(config):
         raise ValueError(
             f"`devices` must be a positive integer. Received: devices={config.devices!r}"
         )
+    for name in ("checkpoint_steps", "checkpoint_seconds", "keep_checkpoints"):
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise ValueError(f"`{name}` must be positive. Received: {name}={value!r}")
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}.")
     check_loss(config_loss(config), config.loss)
@@ -339,10 +355,10 @@ def _train(config, recipe, run_dir, callbacks):
     y_train = ds.y_train[:limit]
 
     state_path = run_dir / "state.npz"
-    initial_epoch = 0
+    initial_epoch, start_step = 0, 0
     resuming = config.resume and state_path.exists()
     if resuming:
-        initial_epoch = run_folder.state_epoch(state_path)
+        initial_epoch, start_step = run_folder.state_position(state_path)
 
     # Split across devices, every batch must divide evenly: with devices > 1
     # the last partial batch is dropped (metrics.json counts the test images).
@@ -412,8 +428,12 @@ def _train(config, recipe, run_dir, callbacks):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit,
     )
+    rank = parallel.rank()
     if resuming:
-        run_folder.load_state(trainer, state_path)
+        run_folder.load_state(trainer, state_path, rank)
+    if start_step:
+        # RestoreEpochState needs the metrics' variables in `on_epoch_begin`.
+        _keras_compat.build_metrics(trainer, parallel.shard(train_data)[0])
 
     if resuming and chief:
         run_folder.truncate_log(run_dir / "log.csv", initial_epoch)
@@ -424,31 +444,46 @@ def _train(config, recipe, run_dir, callbacks):
         [
             keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
             BestWeights(run_dir / "best.weights.h5", resume=resuming, weights_of=model),
-            StateCheckpoint(state_path),
         ]
         if chief
         else []
     )
+    # Every process runs it: they save at the same steps, only the chief writes.
+    checkpoint = StateCheckpoint(
+        state_path,
+        len(train_data),
+        every_steps=config.checkpoint_steps,
+        every_seconds=config.checkpoint_seconds,
+        keep=config.keep_checkpoints,
+        start=(initial_epoch, start_step),
+        write=chief,
+    )
     callbacks = [
         parallel.AverageReplicas(),
         data_lib.EpochSync(train_data),
+        RestoreEpochState(state_path, initial_epoch, rank) if start_step else None,
         StopOnNaN(),
         *writers,
+        checkpoint,
         timer,
         *callbacks,
     ]
-    if initial_epoch < recipe.epochs:
-        trainer.fit(
-            parallel.shard(train_data),
-            validation_data=val_data if len(ds.y_val) else None,
-            epochs=recipe.epochs,
-            initial_epoch=initial_epoch,
-            # The pipeline shuffles, seeded by epoch; Keras' own batch
-            # shuffle would draw from Python's global random state.
-            shuffle=False,
-            callbacks=callbacks,
-            verbose=config.verbose if chief else 0,
-        )
+    fit = dict(
+        validation_data=val_data if len(ds.y_val) else None,
+        # The pipeline shuffles, seeded by epoch; Keras' own batch
+        # shuffle would draw from Python's global random state.
+        shuffle=False,
+        callbacks=[c for c in callbacks if c is not None],
+        verbose=config.verbose if chief else 0,
+    )
+    batches = parallel.shard(train_data)
+    if start_step and initial_epoch < recipe.epochs:
+        # Resumed inside an epoch: its remaining steps alone, then the rest.
+        data = data_lib.EpochRemainder(batches, start_step)
+        trainer.fit(data, epochs=initial_epoch + 1, initial_epoch=initial_epoch, **fit)
+        initial_epoch += 1
+    if initial_epoch < recipe.epochs and not getattr(trainer, "stop_training", False):
+        trainer.fit(batches, epochs=recipe.epochs, initial_epoch=initial_epoch, **fit)
     if chief:
         model.save_weights(run_dir / "last.weights.h5")
     parallel.barrier()  # the chief's files are complete

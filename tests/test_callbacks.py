@@ -8,7 +8,9 @@ import pytest
 
 from keras_crl.callbacks import BestWeights
 from keras_crl.callbacks import EpochTimer
+from keras_crl.callbacks import StateCheckpoint
 from keras_crl.callbacks import StopOnNaN
+from keras_crl.run_folder import state_position
 from keras_crl.train import make_loss
 
 
@@ -52,3 +54,61 @@ def test_epoch_timer_leaves_out_the_compiling_first_epoch():
     assert timer.median_seconds() == 2.0 and timer.images_per_second() == 50.0
     timer.seconds = [4.0]
     assert timer.median_seconds() == 4.0
+
+
+@pytest.mark.parametrize(
+    "every, start, saved",
+    [
+        # Every 2 steps: inside the epoch, never at its last step (the end
+        # of the epoch saves then), counted again from each save.
+        ({"every_steps": 2}, (0, 0), [(0, 2), (1, 0), (1, 2), (2, 0)]),
+        # Every moment: after every step but the last.
+        (
+            {"every_seconds": 1e-9},
+            (0, 0),
+            [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0)],
+        ),
+        # A fit that starts at step 1 of epoch 1 numbers that epoch's steps from there.
+        ({"every_steps": 2}, (1, 1), [(1, 3), (2, 0)]),
+    ],
+)
+def test_state_checkpoint_saves_inside_epochs(tmp_path, every, start, saved):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss=make_loss("crl"))
+    positions = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self._record()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._record()
+
+        def _record(self):
+            if (tmp_path / "state.npz").exists():
+                position = state_position(tmp_path / "state.npz")
+                if position not in positions:
+                    positions.append(position)
+
+    checkpoint = StateCheckpoint(tmp_path / "state.npz", 4, start=start, **every)
+    steps = 4 - start[1]
+    model.fit(
+        np.ones((4 * steps, 2), "float32"),
+        np.zeros(4 * steps, "int32"),
+        batch_size=4,
+        epochs=start[0] + 1,
+        initial_epoch=start[0],
+        callbacks=[checkpoint, Record()],
+        verbose=0,
+    )
+    if start == (0, 0):
+        model.fit(
+            np.ones((16, 2), "float32"),
+            np.zeros(16, "int32"),
+            batch_size=4,
+            epochs=2,
+            initial_epoch=1,
+            callbacks=[checkpoint, Record()],
+            verbose=0,
+        )
+    assert positions == saved

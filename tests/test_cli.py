@@ -26,6 +26,9 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
         (["train", "--dataset", "folder"], "needs --data-dir"),
         (["study", "--extra", "focal"], "crl:ALPHA:BETA"),
         (["compare-backends", "--backends", "numpy"], "Valid backends"),
+        (["train", "--checkpoint-every", "10minutes"], "checkpoint-every '10minutes'"),
+        (["train", "--checkpoint-every", "0"], "checkpoint-every '0'"),
+        (["train", "--keep-checkpoints", "0"], "keep-checkpoints 0"),
     ):
         assert (
             cli.main(

@@ -1,10 +1,21 @@
-"""A run killed with SIGKILL inside an epoch resumes, on this backend or another.
+"""A run killed with SIGKILL, inside an epoch and inside a save, resumes exactly.
 
 Training is deterministic, so equal final weights alone would also come from
 a rerun that ignored the checkpoint. Each process therefore runs under
-`tests.train_probe`, which records every step it trains: the test checks
-that the kill landed inside an epoch and that each resumed process trained
-exactly the epochs that were left.
+`tests.train_probe`, which records every step it trains (counted by the
+optimizer): the test checks where each kill landed and that each resumed
+process trained exactly the steps that were left, no more, no fewer.
+
+One killed run, checkpointing every 3 steps and keeping 2 checkpoints:
+
+1. killed after step 4 of epoch 1 (checkpoint: epoch 1, step 3);
+2. resumed, then killed inside the save of (2, 6), after the temporary file
+   is written and before it replaces `state.npz` (checkpoint: (2, 3));
+3. resumed to the end: the same weights and every `log.csv` row (loss and
+   accuracy of each epoch, including the two interrupted ones) as the
+   uninterrupted run.
+
+A copy of the run after the first kill resumes on another backend.
 """
 
 import os
@@ -17,9 +28,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from keras_crl.run_folder import read_log
 from keras_crl.run_folder import read_weights
+from keras_crl.run_folder import state_position
 from tests.train_probe import read_progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,18 +53,19 @@ ARGS = [
     "--verbose",
     "0",
 ]
-KILL_AT = (2, 3)  # epoch 3 of 4 (0-based 2), after its 4th step
+CHECKPOINTS = ["--checkpoint-every", "3", "--keep-checkpoints", "2"]
 
 
-def start(run_dir, progress, backend, *extra, pause_at=None):
+def start(run_dir, progress, backend, *extra, pause=()):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    probe = ["--pause-at", ":".join(map(str, pause_at))] if pause_at else []
     command = [
         sys.executable,
         "-m",
         "tests.train_probe",
         str(progress),
-        *probe,
+        "--steps",
+        str(STEPS),
+        *pause,
         "--",
         *ARGS,
         "--backend",
@@ -70,19 +84,7 @@ def finish(proc):
     assert proc.returncode == 0, output[-4000:]
 
 
-def all_steps(epochs):
-    return [(e, s) for e in epochs for s in range(STEPS)]
-
-
-def test_sigkill_inside_an_epoch_then_resume_here_and_on_another_backend(tmp_path):
-    finish(start(tmp_path / "full", tmp_path / "full.progress", BACKEND))
-    assert read_progress(tmp_path / "full.progress") == (
-        all_steps(range(EPOCHS)),
-        list(range(EPOCHS)),
-    )
-
-    run, progress = tmp_path / "killed", tmp_path / "killed.progress"
-    proc = start(run, progress, BACKEND, pause_at=KILL_AT)
+def kill_when_paused(proc, progress):
     deadline = time.time() + 300
     while not (progress.exists() and "paused" in progress.read_text()):
         assert proc.poll() is None, proc.communicate()[0][-4000:]
@@ -91,43 +93,91 @@ def test_sigkill_inside_an_epoch_then_resume_here_and_on_another_backend(tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    # The kill landed inside epoch 2: some of its steps trained, the epoch
-    # never ended, and the checkpoint is the end of epoch 1.
-    steps, ended = read_progress(progress)
-    assert steps == all_steps(range(2)) + [(2, s) for s in range(KILL_AT[1] + 1)]
-    assert ended == [0, 1]
-    assert int(np.load(run / "state.npz")["epoch"]) == 2
+
+
+def steps_between(first, stop):
+    """The (epoch, step) pairs from `first` up to, not including, `stop`."""
+    begin, end = first[0] * STEPS + first[1], stop[0] * STEPS + stop[1]
+    return [divmod(g, STEPS) for g in range(begin, end)]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """The uninterrupted run (no mid-epoch checkpoints)."""
+    folder = tmp_path_factory.mktemp("full")
+    finish(start(folder / "run", folder / "progress", BACKEND, "--checkpoint-every", "epoch"))
+    assert read_progress(folder / "progress") == (
+        steps_between((0, 0), (EPOCHS, 0)),
+        list(range(EPOCHS)),
+    )
+    assert not list((folder / "run").glob("state-*.npz"))
+    return folder / "run"
+
+
+def assert_same_run(run, full, weights_rtol=0.0, log_rtol=0.0):
+    reference = read_weights(full / "last.weights.h5")
+    resumed = read_weights(run / "last.weights.h5")
+    for key in reference:
+        scale = max(np.abs(reference[key]).max(), 1e-3)
+        np.testing.assert_allclose(
+            resumed[key], reference[key], rtol=0, atol=weights_rtol * scale, err_msg=key
+        )
+    log, reference_log = read_log(run / "log.csv"), read_log(full / "log.csv")
+    assert list(log["epoch"]) == list(range(EPOCHS))
+    assert sorted(log) == sorted(reference_log)
+    for column in reference_log:
+        np.testing.assert_allclose(
+            log[column], reference_log[column], rtol=log_rtol, err_msg=column
+        )
+
+
+def test_sigkill_inside_an_epoch_and_a_save_then_resume_exactly(tmp_path, full):
+    run = tmp_path / "killed"
+    progress = [tmp_path / f"progress{i}" for i in range(3)]
+
+    # 1. Killed after step 4 of epoch 1: the newest checkpoint is (1, 3).
+    proc = start(run, progress[0], BACKEND, *CHECKPOINTS, pause=["--pause-at", "1:4"])
+    kill_when_paused(proc, progress[0])
+    assert read_progress(progress[0]) == (steps_between((0, 0), (1, 5)), [0])
+    assert state_position(run / "state.npz") == (1, 3)
+    assert state_position(run / "state-0001-000000.npz") == (1, 0)  # keep 2
     assert not (run / "last.weights.h5").exists()
     other = tmp_path / "other"
     shutil.copytree(run, other)
 
-    # Resumed on the same backend: only epochs 2 and 3 train, and the run
-    # ends where the uninterrupted one did.
-    finish(start(run, tmp_path / "resumed.progress", BACKEND, "--resume"))
-    assert read_progress(tmp_path / "resumed.progress") == (all_steps([2, 3]), [2, 3])
-    full = read_weights(tmp_path / "full/last.weights.h5")
-    resumed = read_weights(run / "last.weights.h5")
-    for key in full:
-        if BACKEND == "tensorflow":
-            # One TensorFlow resume in two ended 1 float32 ulp away (uninterrupted
-            # runs repeat bit for bit): checked to float32 rounding there.
-            np.testing.assert_allclose(resumed[key], full[key], rtol=1e-6, atol=1e-9, err_msg=key)
-        else:
-            np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
-    assert list(read_log(run / "log.csv")["epoch"]) == list(range(EPOCHS))
-    np.testing.assert_allclose(
-        read_log(run / "log.csv")["loss"], read_log(tmp_path / "full/log.csv")["loss"], rtol=1e-6
-    )
+    # 2. Resumed at (1, 3); killed inside the save of (2, 6): its temporary
+    # file is complete, `state.npz` still the previous checkpoint.
+    pause = ["--pause-in-save", "2:6"]
+    proc = start(run, progress[1], BACKEND, *CHECKPOINTS, "--resume", pause=pause)
+    kill_when_paused(proc, progress[1])
+    # (Step 5 trained; the probe, the last callback, had not yet seen it.)
+    assert read_progress(progress[1]) == (steps_between((1, 3), (2, 5)), [1])
+    assert (run / "state.npz.tmp").exists()
+    assert state_position(run / "state.npz") == (2, 3)
+    # The save had named (2, 3) by its position and not yet pruned (2, 0).
+    assert sorted(p.name for p in run.glob("state-*.npz")) == [
+        "state-0002-000000.npz",
+        "state-0002-000003.npz",
+    ]
+
+    # 3. Resumed at (2, 3) to the end: the uninterrupted run's weights and log.
+    finish(start(run, progress[2], BACKEND, *CHECKPOINTS, "--resume"))
+    assert read_progress(progress[2]) == (steps_between((2, 3), (EPOCHS, 0)), [2, 3])
+    if BACKEND == "tensorflow":
+        # One TensorFlow resume in two ended 1 float32 ulp away (uninterrupted
+        # runs repeat bit for bit): checked to float32 rounding there.
+        assert_same_run(run, full, weights_rtol=1e-6, log_rtol=1e-6)
+    else:
+        assert_same_run(run, full)
+    assert state_position(run / "state.npz") == (EPOCHS, 0)
+    assert sorted(p.name for p in run.glob("state-*.npz")) == ["state-0003-000006.npz"]
     assert not list(run.glob("*.tmp"))
 
-    # Resumed on another backend from the same checkpoint: again only the
-    # epochs that were left, to the cross-backend agreement of the weights.
+    # The copy from the first kill, resumed on another backend: again only
+    # the steps that were left, to the cross-backend agreement.
     finish(start(other, tmp_path / "other.progress", OTHER, "--resume"))
-    assert read_progress(tmp_path / "other.progress") == (all_steps([2, 3]), [2, 3])
-    moved = read_weights(other / "last.weights.h5")
-    for key in full:
-        scale = max(np.abs(full[key]).max(), 1e-3)
-        assert np.abs(moved[key] - full[key]).max() <= 1e-5 * scale, (OTHER, key)
-    log = read_log(other / "log.csv")
-    assert list(log["epoch"]) == list(range(EPOCHS))
-    np.testing.assert_allclose(log["loss"], read_log(tmp_path / "full/log.csv")["loss"], rtol=1e-5)
+    assert read_progress(tmp_path / "other.progress") == (
+        steps_between((1, 3), (EPOCHS, 0)),
+        [1, 2, 3],
+    )
+    assert_same_run(other, full, weights_rtol=1e-5, log_rtol=1e-5)

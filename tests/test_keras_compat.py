@@ -79,3 +79,20 @@ def test_set_random_seed_leaves_tensorflow_alone_on_other_backends():
         timeout=300,
     )
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_build_metrics_creates_the_compiled_metrics_variables_before_fit():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    model.compile(
+        optimizer="sgd",
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    batch = (np.ones((4, 2), "float32"), np.zeros(4, "int32"))
+    _keras_compat.build_metrics(model, batch)
+    # Loss mean (total, count) and accuracy (total, count).
+    assert len(model.metrics_variables) == 4
+    before = [v.path for v in model.metrics_variables]
+    model.fit(*batch, epochs=1, verbose=0)  # fit uses them, makes no others
+    assert [v.path for v in model.metrics_variables] == before
+    assert float(keras.ops.convert_to_numpy(model.metrics_variables[-1])) == 4

@@ -28,6 +28,7 @@ from keras_crl.data.dataset import check_labels
 from keras_crl.data.dataset import split_validation
 from keras_crl.data.dataset import stratified_split
 from keras_crl.data.pipeline import BatchPipeline
+from keras_crl.data.pipeline import EpochRemainder
 from keras_crl.data.pipeline import EpochSync
 from keras_crl.data.pipeline import batch_digest
 from keras_crl.data.stream import FolderStream
@@ -113,6 +114,7 @@ __all__ = [
     "BatchPipeline",
     "Dataset",
     "DatasetNotAvailable",
+    "EpochRemainder",
     "EpochSync",
     "FolderStream",
     "StreamingFolder",

@@ -284,6 +284,50 @@ class EpochSync(keras.callbacks.Callback):
         self.pipeline.epoch = epoch + self.offset
 
 
+class EpochRemainder(keras.utils.PyDataset):
+    """The batches `start, start + 1, ...` of `source`: the rest of an epoch.
+
+    How a run resumed inside an epoch trains only the steps that were left:
+    `fit` this for the interrupted epoch alone, then `source` for the
+    epochs after it. Keras numbers its batches from 0; batch `i` here is
+    batch `start + i` of `source`.
+
+    `source` can be any random-access batch source whose batch `i` of epoch
+    `e` depends only on `(seed, e, i)`, such as `BatchPipeline`: it needs
+    `len()` (batches per epoch), `source[i]` and an epoch that
+    `EpochSync` (or the source itself) sets before the epoch's first batch.
+
+    Args:
+        source: The epoch's batches.
+        start: The first batch to give.
+
+    Example:
+
+    >>> import numpy as np
+    >>> source = BatchPipeline(np.zeros((10, 2, 2, 1)), np.arange(10), 4,
+    ...                        mean=[0.0], std=[1.0])
+    >>> rest = EpochRemainder(source, 1)
+    >>> len(rest), rest[0][1].tolist()
+    (2, [4, 5, 6, 7])
+    """
+
+    def __init__(self, source, start):
+        super().__init__()
+        if not 0 <= start < len(source):
+            raise ValueError(f"start must be in [0, {len(source)}), got {start}.")
+        self.source = source
+        self.start = int(start)
+
+    def __len__(self):
+        return len(self.source) - self.start
+
+    def __getitem__(self, index):
+        return self.source[self.start + int(index)]
+
+    def on_epoch_end(self):
+        self.source.on_epoch_end()
+
+
 def batch_digest(x_batch, y_batch):
     """SHA-256 of a batch, to compare batches across backends and runs.
 
