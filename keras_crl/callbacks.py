@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_crl import parallel
 from keras_crl import run_folder
 
 
@@ -65,7 +66,8 @@ class BestWeights(keras.callbacks.Callback):
             return
         self.best = float(accuracy)
         tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        (self.weights_of or self.model).save_weights(tmp)
+        with parallel.alone():  # the chief's alone
+            (self.weights_of or self.model).save_weights(tmp)
         os.replace(tmp, self.path)
         run_folder.write_json(
             self.path.with_suffix(".json"), {"epoch": epoch, "val_accuracy": self.best}

@@ -92,6 +92,38 @@ def _add_run_arguments(parser):
     add("--verbose", type=int, default=1, choices=(0, 1, 2))
 
 
+def _add_cluster_arguments(parser):
+    """Several processes (machines): the same command on each, but --process-id."""
+    add = parser.add_argument_group(
+        "several processes",
+        "the same command on every process (default: Keras' KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "_NUM_PROCESSES, _PROCESS_ID); --devices and the batch size stay per process and "
+        "global; process 0 writes the run folder, which all must be able to read",
+    ).add_argument
+    add("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all")
+    add("--num-processes", type=int, metavar="N")
+    add("--process-id", type=int, metavar="I", help="0 (the chief) .. N-1")
+    add(
+        "--cluster-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="fail if the processes have not all joined within this (default 300)",
+    )
+
+
+def cluster_from_args(args):
+    """The `parallel.Cluster` of the flags or, without them, of the environment."""
+    from keras_crl import parallel
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if all(f is None for f in flags):
+        return parallel.cluster_from_environment(timeout=args.cluster_timeout)
+    if any(f is None for f in flags):
+        raise ValueError("--coordinator, --num-processes and --process-id go together.")
+    return parallel.Cluster(*flags, timeout=args.cluster_timeout)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-crl",
@@ -121,6 +153,7 @@ def build_parser():
         help="continue the run in --run-dir from its last finished epoch",
     )
     train.add_argument("--list", action="store_true", help="list models and datasets, then exit")
+    _add_cluster_arguments(train)
 
     compare = sub.add_parser(
         "compare-backends",
@@ -274,7 +307,9 @@ def run_train(args, argv):
     run_dir = args.run_dir or (
         f"runs/{args.model}-{args.dataset}-{args.loss}-{keras.backend.backend()}-s{args.seed}"
     )
-    metrics = train(config_from_args(args, run_dir))
+    config = config_from_args(args, run_dir)
+    parallel.join(cluster_from_args(args))
+    metrics = train(config)
     if not parallel.is_chief():
         return 0
     print(_table([metrics]))
