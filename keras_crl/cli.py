@@ -296,19 +296,20 @@ def run_train(args, argv):
         print("models:  ", ", ".join(models.list_models()))
         print("datasets:", ", ".join(data.list_datasets()))
         return 0
+    cluster = cluster_from_args(args)
     if (
         keras.backend.backend() == "torch"
-        and args.devices > 1
+        and (args.devices > 1 or cluster)
         and not parallel.launched_by_torchrun()
     ):
         # DistributedDataParallel: one process per device, started by torchrun.
-        command = parallel.torchrun_command(args.devices, argv)
+        command = parallel.torchrun_command(args.devices, argv, cluster)
         os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
     run_dir = args.run_dir or (
         f"runs/{args.model}-{args.dataset}-{args.loss}-{keras.backend.backend()}-s{args.seed}"
     )
     config = config_from_args(args, run_dir)
-    parallel.join(cluster_from_args(args))
+    parallel.join(cluster)
     metrics = train(config)
     if not parallel.is_chief():
         return 0

@@ -28,6 +28,7 @@ statistics before every evaluation (`AverageReplicas`).
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import threading
@@ -140,8 +141,17 @@ def join(cluster):
             raise ValueError(f"This process already joined {_JOINED[0]}; cannot join {cluster}.")
         return
     backend = keras.backend.backend()
+    if backend == "torch" and launched_by_torchrun():
+        return  # torchrun has joined the machines (`torchrun_command`)
     if backend != "jax":
-        raise ValueError(f"Multi-process training is not implemented on {backend} yet (JAX only).")
+        raise ValueError(
+            f"Several processes on {backend}: "
+            + (
+                "start them with torchrun (`keras-crl train` does, see torchrun_command)."
+                if backend == "torch"
+                else "not implemented yet (JAX and torch only)."
+            )
+        )
     import jax
 
     message = (
@@ -233,26 +243,58 @@ def splits_batches(devices):
     return devices > 1 or process_index_and_count()[1] > 1
 
 
+def _torch_several_machines():
+    """Whether torchrun started processes on other machines than this one."""
+    return (
+        keras.backend.backend() == "torch"
+        and launched_by_torchrun()
+        and int(os.environ["WORLD_SIZE"]) > int(os.environ.get("LOCAL_WORLD_SIZE", 0))
+    )
+
+
 def launched_by_torchrun():
     """Whether torchrun (or another launcher setting its variables) started us."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def torchrun_command(devices, argv):
+def torchrun_command(devices, argv, cluster=None):
     """The command that reruns `python -m keras_crl.cli argv` under torchrun.
 
     Args:
-        devices: Processes to start, one per device.
+        devices: Processes to start on this machine, one per device.
         argv: The command line arguments, without the program name.
+        cluster: Several machines: a `Cluster` of one process per machine
+            (torchrun's nodes; process 0's machine holds the rendezvous), each
+            starting `devices` processes. `None`: this machine alone.
 
     Returns:
         A list for `subprocess` / `os.execv`.
+
+    Example:
+
+    >>> cluster = Cluster("10.0.0.1:29500", num_processes=2, process_id=1, timeout=60)
+    >>> torchrun_command(2, ["train"], cluster)[3:6]
+    ['--nnodes=2', '--node-rank=1', '--master-addr=10.0.0.1']
+    >>> torchrun_command(2, ["train"], cluster)[6:8]
+    ['--master-port=29500', '--rdzv-conf=timeout=60']
     """
+    if cluster is None:
+        where = ["--standalone"]
+    else:
+        host, _, port = cluster.coordinator.rpartition(":")
+        # Static rendezvous: ranks follow --node-rank, so process 0 is the chief.
+        where = [
+            f"--nnodes={cluster.num_processes}",
+            f"--node-rank={cluster.process_id}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+            f"--rdzv-conf=timeout={math.ceil(cluster.timeout)}",
+        ]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *where,
         f"--nproc-per-node={devices}",
         "-m",
         "keras_crl.cli",
@@ -293,7 +335,7 @@ def data_parallel(devices):
         with _jax_cluster_parallel(devices):
             yield
         return
-    if devices == 1:
+    if devices == 1 and not _torch_several_machines():
         yield
         return
     if backend == "torch":
@@ -424,10 +466,10 @@ def _torch_process_group(devices):
             f"--nproc-per-node={devices} -m keras_crl.cli train --backend torch "
             f"--devices {devices} ...` (`keras-crl train --devices {devices}` does this)."
         )
-    world = int(os.environ["WORLD_SIZE"])
-    if world != devices:
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if local != devices:
         raise ValueError(
-            f"devices={devices}, but torchrun started {world} processes "
+            f"devices={devices}, but torchrun started {local} processes on this machine "
             "(--nproc-per-node); they must be equal."
         )
     if dist.is_initialized():

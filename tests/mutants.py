@@ -232,8 +232,8 @@ MUTANTS = [
     Mutant(
         "last partial batch kept on several devices",
         "keras_crl/train.py",
-        "drop_remainder=config.devices > 1",
-        "drop_remainder=False",
+        "drop_remainder=split,",
+        "drop_remainder=False,",
         ("tests/cross_backend/test_multi_device.py::test_two_devices_drop_the_last_partial_batch",),
         backend=None,
     ),
@@ -373,6 +373,36 @@ MUTANTS = [
         '>>"$WORK/steps.tsv"\n',
         "",
         (f"{GPU_CHECK}test_dry_run_passes_every_step",),
+    ),
+    Mutant(
+        "each process feeds the whole global batch",
+        "keras_crl/parallel.py",
+        "    return ShardBatches(pipeline, index, count)",
+        "    return pipeline",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_each_process_feeds_its_half_of_every_global_batch",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "every process writes the run folder",
+        "keras_crl/parallel.py",
+        "    return process_index_and_count()[0] == 0",
+        "    return True",
+        ("tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder",),
+        backend=None,
+    ),
+    Mutant(
+        "the cluster timeout not applied",
+        "keras_crl/parallel.py",
+        "    with _deadline(cluster.timeout, message):",
+        "    with _deadline(cluster.timeout + 300, message):",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address",
+        ),
+        backend=None,
     ),
 ]
 
