@@ -4,7 +4,8 @@
         OUT.npz RESUME_EPOCHS TRAIN_ARGS...
 
 Runs `keras_crl.cli.main(TRAIN_ARGS)`, then, unless RESUME_EPOCHS is 0, the
-same with `--resume --epochs RESUME_EPOCHS`.
+same with `--resume --epochs RESUME_EPOCHS`. If OUT.npz exists (a run
+resumed in a new process), what it holds is kept and added to.
 TRAIN_ARGS may join a cluster (`--coordinator ... --process-id I`): the test
 starts one worker per process with the same arguments but the id.
 
@@ -88,8 +89,14 @@ def main(out, resume_epochs, train_args):
     assert cli.main(train_args) == 0
     if resume_epochs:
         assert cli.main([*train_args, "--resume", "--epochs", str(resume_epochs)]) == 0
-    arrays = {"writes": np.array(sorted(WRITES) or [""])}
-    for call, (kind, images, initial_epoch, steps) in enumerate(FED):
+    arrays, first = {}, 0
+    if Path(out).exists():
+        with np.load(out) as before:
+            arrays = dict(before)
+        WRITES.update(w for w in arrays["writes"].tolist() if w)
+        first = sum(k.startswith("kind") for k in arrays)
+    arrays["writes"] = np.array(sorted(WRITES) or [""])
+    for call, (kind, images, initial_epoch, steps) in enumerate(FED, start=first):
         arrays[f"kind{call}"] = kind
         arrays[f"fed{call}"] = images
         arrays[f"initial_epoch{call}"] = initial_epoch

@@ -22,6 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
 RTOL = 1e-5
+# torch: lr 0, as in test_multi_device.py (each process normalises its share
+# with its own batch statistics, so only the batch norm moving mean can equal
+# one process's).
+LR = {"jax": "0.02", "torch": "0"}
 # 64 training images in batches of 16 (8 per process): 4 steps an epoch; two
 # epochs, then one more resumed. A constant learning rate: the recipe's
 # milestones scale with --epochs, which the resumed run changes.
@@ -33,8 +37,6 @@ TRAIN = [
     "64",
     "--batch-size",
     "16",
-    "--lr",
-    "0.02",
     "--schedule",
     "constant",
     "--verbose",
@@ -83,37 +85,62 @@ def run_together(commands, env, timeout=300):
     return results
 
 
-@pytest.fixture(scope="module", params=["jax"])
+def torchrun(port, process_id, worker_args):
+    """The command `keras-crl train` restarts itself with on torch
+    (`parallel.torchrun_command`), running the worker instead of the CLI."""
+    from keras_crl import parallel
+
+    command = parallel.torchrun_command(
+        1, worker_args[2:], parallel.Cluster(f"localhost:{port}", 2, process_id, timeout=60)
+    )
+    module = command.index("keras_crl.cli")
+    return [
+        *command[:module],
+        "tests.cross_backend.multi_host_worker",
+        *worker_args[:2],
+        *command[module + 1 :],
+    ]
+
+
+@pytest.fixture(scope="module", params=["jax", "torch"])
 def two_processes(request, tmp_path_factory):
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"multihost-{backend}")
-    train = [*TRAIN, "--backend", backend]
-    worker = [sys.executable, "-m", "tests.cross_backend.multi_host_worker"]
-    port = free_port()
-    results = run_together(
-        [
-            *(
-                [*worker, str(tmp / f"p{i}.npz"), "3", *train, "--run-dir", str(tmp / "multi")]
-                + cluster(port, i)
-                for i in (0, 1)
-            ),
-            # Alone, the same three epochs in one go.
-            [
-                *worker,
-                str(tmp / "single.npz"),
-                "0",
-                *train,
-                "--epochs",
-                "3",
-                "--run-dir",
-                str(tmp / "single"),
-            ],
-        ],
-        dict(ENV, KERAS_BACKEND=backend),
-    )
+    train = [*TRAIN, "--backend", backend, "--lr", LR[backend], "--run-dir", str(tmp / "multi")]
+    env = dict(ENV, KERAS_BACKEND=backend)
+
+    def process(i, port, resume_epochs, *extra):
+        args = [str(tmp / f"p{i}.npz"), resume_epochs, *train, *extra, *cluster(port, i)]
+        if backend == "torch":
+            # One process per machine under torchrun, as the command starts it.
+            return torchrun(port, i, args)
+        return [sys.executable, "-m", "tests.cross_backend.multi_host_worker", *args]
+
+    # JAX resumes in the same processes; torch in a second launch (a process
+    # joins one torch process group only once).
+    port, resume = free_port(), "0" if backend == "torch" else "3"
+    alone = [
+        sys.executable,
+        "-m",
+        "tests.cross_backend.multi_host_worker",
+        str(tmp / "single.npz"),
+        "0",
+        *[str(tmp / "single") if a == str(tmp / "multi") else a for a in train],
+        "--epochs",
+        "3",
+    ]
+    results = run_together([process(0, port, resume), process(1, port, resume), alone], env)
+    if backend == "torch":
+        port = free_port()
+        again = [process(i, port, "0", "--resume", "--epochs", "3") for i in (0, 1)]
+        resumed = run_together(again, env)
+        results[:2] = [
+            (first[0] or then[0], first[1] + then[1], first[2] + then[2], then[3])
+            for first, then in zip(results, resumed)
+        ]
     for returncode, _, stderr, _ in results:
         assert returncode == 0, stderr[-4000:]
-    # The chief printed the results table, the other process nothing.
+    # The chief printed the results table (twice), the other process nothing.
     assert [r[1].count("test acc") for r in results] == [2, 0, 1]
     records = {name: np.load(tmp / f"{name}.npz") for name in ("p0", "p1", "single")}
     return backend, records, tmp
@@ -126,12 +153,17 @@ def fed(record, kind):
 
 
 def test_each_process_feeds_its_half_of_every_global_batch(two_processes):
-    _, r, _ = two_processes
-    # The first training batch and the first validation batch: one process
-    # alone fed 16 images, the two processes the first and last 8 of them.
+    backend, r, _ = two_processes
+    # The first training batch (JAX: and the first validation batch): one
+    # process alone fed 16 images, the two processes the first and last 8.
+    # torch evaluates everything on every process (each has the whole model).
     for kind in ("fit", "evaluate"):
         alone = fed(r["single"], kind)[0]
         assert alone.shape[0] == 16
+        if kind == "evaluate" and backend == "torch":
+            for p in ("p0", "p1"):
+                np.testing.assert_array_equal(fed(r[p], kind)[0], alone)
+            continue
         halves = [fed(r[p], kind)[0] for p in ("p0", "p1")]
         np.testing.assert_array_equal(np.concatenate(halves), alone)
         # Every call (the resumed fit, the test set): 8 images a process.
@@ -148,7 +180,9 @@ def test_two_processes_train_as_one(two_processes):
     # Loss, accuracy, validation (log.csv) and weights, batch-norm statistics
     # and optimizer state (state.npz) after 12 steps: two processes, resumed
     # after 8, against one process in one go.
-    _, _, tmp = two_processes
+    backend, _, tmp = two_processes
+    if backend == "torch":
+        return assert_torch_batch_norm_mean_as_one(tmp)
     logs = {d: read_log(tmp / d / "log.csv") for d in ("multi", "single")}
     assert sorted(logs["multi"]) == sorted(logs["single"]) and len(logs["multi"]["epoch"]) == 3
     for column in logs["single"]:
@@ -167,6 +201,26 @@ def test_two_processes_train_as_one(two_processes):
             atol=RTOL * np.abs(reference).max(),
             err_msg=name,
         )
+
+
+def assert_torch_batch_norm_mean_as_one(tmp):
+    """torch, lr 0 (see test_multi_device's test_train_command_with_two_torch_processes):
+    the first batch norm's moving mean, linear in each batch's mean, equals
+    one process's after 12 steps; the processes' shares add up to its batches."""
+    from keras_crl.run_folder import read_weights
+
+    weights = {
+        d: {k: v for k, v in read_weights(tmp / d / "last.weights.h5").items() if "layers/" in k}
+        for d in ("multi", "single")
+    }
+    assert sorted(weights["multi"]) == sorted(weights["single"])
+    mean = "layers/batch_normalization/vars/2"
+    assert np.abs(weights["single"][mean]).max() > 1e-3
+    np.testing.assert_allclose(
+        weights["multi"][mean], weights["single"][mean], rtol=RTOL, atol=1e-7
+    )
+    state = np.load(tmp / "multi" / "state.npz")
+    assert int(state["o0"]) == 12 and int(state["epoch"]) == 3
 
 
 def test_resume_runs_only_the_missing_epoch_on_every_process(two_processes):
