@@ -404,6 +404,18 @@ MUTANTS = [
         ),
         backend=None,
     ),
+    Mutant(
+        "torch nodes started each on its own",
+        "keras_crl/parallel.py",
+        '    if cluster is None:\n        where = ["--standalone"]',
+        '    if True:\n        where = ["--standalone"]',
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_each_process_feeds_its_half_of_every_global_batch",
+            "tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder",
+        ),
+        backend=None,
+    ),
 ]
 
 

@@ -18,6 +18,18 @@ def test_list(capsys):
     assert "resnet34" in out and "small_cnn" in out and "cifar100" in out and "digits" in out
 
 
+def cluster_flags(coordinator, count, index):
+    return [
+        "train",
+        "--coordinator",
+        coordinator,
+        "--num-processes",
+        str(count),
+        "--process-id",
+        str(index),
+    ]
+
+
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
     for args, message in (
         (["train", "--model", "resnet9000"], "Valid models:.*resnet18"),
@@ -26,6 +38,9 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
         (["train", "--dataset", "folder"], "needs --data-dir"),
         (["study", "--extra", "focal"], "crl:ALPHA:BETA"),
         (["compare-backends", "--backends", "numpy"], "Valid backends"),
+        (["train", "--coordinator", "localhost:1"], "go together"),
+        (cluster_flags("localhost", 2, 0), "must be HOST:PORT.*'localhost'"),
+        (cluster_flags("localhost:1", 2, 2), r"process_id must be in \[0, 2\)"),
     ):
         assert (
             cli.main(
