@@ -188,8 +188,8 @@ MUTANTS = [
     Mutant(
         "JAX and TensorFlow never split the batch",
         "keras_crl/parallel.py",
-        "    if devices == 1:\n        yield\n        return\n",
-        '    if devices == 1 or keras.backend.backend() != "torch":\n'
+        "    if devices == 1 and not _torch_several_machines():\n        yield\n        return\n",
+        '    if devices == 1 and not _torch_several_machines() or backend != "torch":\n'
         "        yield\n        return\n",
         ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch",),
         backend=None,
