@@ -170,3 +170,20 @@ def test_backend_flag_switches_backend(tmp_path):
         timeout=300,
     )
     assert json.loads((run_dir / "metrics.json").read_text())["backend"] == other
+
+
+def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
+    from keras_crl.parallel import Cluster
+
+    parse = cli.build_parser().parse_args
+    flags = cluster_flags("10.0.0.1:1234", 2, 1)
+    expected = Cluster("10.0.0.1:1234", num_processes=2, process_id=1, timeout=300.0)
+    assert cli.cluster_from_args(parse(flags)) == expected
+    assert cli.cluster_from_args(parse(["train"])) is None
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "10.0.0.1:1234,10.0.0.2:1234")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    assert cli.main(["train", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing: KERAS_DISTRIBUTION_PROCESS_ID" in err and len(err.splitlines()) == 1, err
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert cli.cluster_from_args(parse(["train"])) == expected
