@@ -187,3 +187,11 @@ def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
     assert "missing: KERAS_DISTRIBUTION_PROCESS_ID" in err and len(err.splitlines()) == 1, err
     monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
     assert cli.cluster_from_args(parse(["train"])) == expected
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="joins a cluster elsewhere")
+def test_several_processes_on_tensorflow_are_a_one_line_error(tmp_path, capsys):
+    assert cli.main([*cluster_flags("localhost:1", 2, 0), "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Several processes on tensorflow: not implemented yet" in err, err
+    assert len(err.splitlines()) == 1
