@@ -66,7 +66,7 @@ class BestWeights(keras.callbacks.Callback):
             return
         self.best = float(accuracy)
         tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        with parallel.alone():  # the chief's alone
+        with parallel.alone():  # only the chief writes: no collective here
             (self.weights_of or self.model).save_weights(tmp)
         os.replace(tmp, self.path)
         run_folder.write_json(

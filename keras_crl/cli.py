@@ -101,7 +101,12 @@ def _add_cluster_arguments(parser):
         "global; process 0 writes the run folder, which all must be able to read",
     ).add_argument
     add("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all")
-    add("--num-processes", type=int, metavar="N")
+    add(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="processes in all (torch: machines, each starting --devices processes)",
+    )
     add("--process-id", type=int, metavar="I", help="0 (the chief) .. N-1")
     add(
         "--cluster-timeout",

@@ -45,7 +45,8 @@ class Cluster:
 
     Args:
         coordinator: `HOST:PORT` of process 0, which every process must reach.
-        num_processes: Processes in the cluster.
+        num_processes: Processes in the cluster (torch: machines, torchrun's
+            nodes, each starting one process per device).
         process_id: This process's index, `0 <= process_id < num_processes`;
             process 0 is the chief.
         timeout: Seconds to wait for every process to join before failing.
