@@ -149,7 +149,8 @@ class BestWeights(keras.callbacks.Callback):
             return
         self.best = float(accuracy)
         tmp = self.path.with_name(self.path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        (self.weights_of or self.model).save_weights(tmp)
+        with parallel.alone():  # only the chief writes: no collective here
+            (self.weights_of or self.model).save_weights(tmp)
         os.replace(tmp, self.path)
         run_folder.write_json(
             self.path.with_suffix(".json"), {"epoch": epoch, "val_accuracy": self.best}

@@ -143,6 +143,43 @@ def _add_run_arguments(parser):
     add("--verbose", type=int, default=1, choices=(0, 1, 2))
 
 
+def _add_cluster_arguments(parser):
+    """Several processes (machines): the same command on each, but --process-id."""
+    add = parser.add_argument_group(
+        "several processes",
+        "the same command on every process (default: Keras' KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "_NUM_PROCESSES, _PROCESS_ID); --devices and the batch size stay per process and "
+        "global; process 0 writes the run folder, which all must be able to read",
+    ).add_argument
+    add("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all")
+    add(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="processes in all (torch: machines, each starting --devices processes)",
+    )
+    add("--process-id", type=int, metavar="I", help="0 (the chief) .. N-1")
+    add(
+        "--cluster-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="fail if the processes have not all joined within this (default 300)",
+    )
+
+
+def cluster_from_args(args):
+    """The `parallel.Cluster` of the flags or, without them, of the environment."""
+    from keras_crl import parallel
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if all(f is None for f in flags):
+        return parallel.cluster_from_environment(timeout=args.cluster_timeout)
+    if any(f is None for f in flags):
+        raise ValueError("--coordinator, --num-processes and --process-id go together.")
+    return parallel.Cluster(*flags, timeout=args.cluster_timeout)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-crl",
@@ -187,6 +224,7 @@ def build_parser():
         help="keep the newest K checkpoints (state.npz and state-EPOCH-STEP.npz); default 1",
     )
     train.add_argument("--list", action="store_true", help="list models and datasets, then exit")
+    _add_cluster_arguments(train)
 
     compare = sub.add_parser(
         "compare-backends",
@@ -356,19 +394,22 @@ def run_train(args, argv):
         print("models:  ", ", ".join(models.list_models()))
         print("datasets:", ", ".join(data.list_datasets()))
         return 0
+    cluster = cluster_from_args(args)
     if (
         keras.backend.backend() == "torch"
-        and args.devices > 1
+        and (args.devices > 1 or cluster)
         and not parallel.launched_by_torchrun()
     ):
         # DistributedDataParallel: one process per device, started by torchrun.
-        command = parallel.torchrun_command(args.devices, argv)
+        command = parallel.torchrun_command(args.devices, argv, cluster)
         os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
     run_dir = args.run_dir or (
         f"runs/{args.model}-{args.dataset}-{args.loss.replace(':', '-')}-"
         f"{keras.backend.backend()}-s{args.seed}"
     )
-    metrics = train(config_from_args(args, run_dir))
+    config = config_from_args(args, run_dir)
+    parallel.join(cluster)
+    metrics = train(config)
     if not parallel.is_chief():
         return 0
     print(_table([metrics]))

@@ -1,6 +1,7 @@
 """Data-parallel training with each backend's own engine.
 
-- JAX: `keras.distribution.DataParallel` over the devices of one process.
+- JAX: `keras.distribution.DataParallel` over the devices of one process,
+  or of every process of a cluster joined with `join` (`jax.distributed`).
 - TensorFlow: `tf.distribute.MirroredStrategy` over the devices of one
   process, with synchronized batch norm (see `for_training`). A process that
   sees only one CPU splits it into N logical CPUs, as JAX's
@@ -8,6 +9,13 @@
 - PyTorch: `torch.nn.parallel.DistributedDataParallel`, one process per
   device, started by `torchrun` (gloo on CPU, NCCL on GPUs). `keras-crl train
   --backend torch --devices N` starts torchrun itself.
+
+Several processes (several machines): `join(Cluster(...))` once, before
+anything touches the backend's devices, then the same training on every
+process; `devices` stays the devices of one process. Every process computes
+the same global batch and feeds its own equal slice (`shard`); only the chief
+(process 0) writes the run folder, which every process must be able to read
+(a shared file system) to resume.
 
 In all three, the batch size is the global batch: each replica computes the
 loss's mean over its equal share and the gradients are averaged, so one step
@@ -19,13 +27,195 @@ statistics before every evaluation (`AverageReplicas`).
 """
 
 import contextlib
+import dataclasses
+import math
 import os
 import sys
+import threading
 
 import keras
 import numpy as np
 
 from keras_crl import _keras_compat
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The processes that train together, as every one of them sees it.
+
+    Args:
+        coordinator: `HOST:PORT` of process 0, which every process must reach.
+        num_processes: Processes in the cluster (torch: machines, torchrun's
+            nodes, each starting one process per device).
+        process_id: This process's index, `0 <= process_id < num_processes`;
+            process 0 is the chief.
+        timeout: Seconds to wait for every process to join before failing.
+
+    Example:
+
+    >>> Cluster("10.0.0.1:1234", num_processes=2, process_id=1).coordinator
+    '10.0.0.1:1234'
+    """
+
+    coordinator: str
+    num_processes: int
+    process_id: int
+    timeout: float = 300.0
+
+    def __post_init__(self):
+        host, _, port = self.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"The coordinator must be HOST:PORT. Received: {self.coordinator!r}")
+        if not isinstance(self.num_processes, int) or self.num_processes < 1:
+            raise ValueError(
+                f"num_processes must be a positive integer. Received: {self.num_processes!r}"
+            )
+        if not isinstance(self.process_id, int) or not 0 <= self.process_id < self.num_processes:
+            raise ValueError(
+                f"process_id must be in [0, {self.num_processes}). Received: {self.process_id!r}"
+            )
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive. Received: {self.timeout!r}")
+
+
+# Keras' own variables (`keras.distribution.initialize` reads them too).
+ENVIRONMENT = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+
+
+def cluster_from_environment(environ=None, timeout=300.0):
+    """The `Cluster` Keras' `KERAS_DISTRIBUTION_*` variables describe, else `None`.
+
+    `KERAS_DISTRIBUTION_JOB_ADDRESSES` may list every process's address
+    (comma-separated); the first is the coordinator.
+
+    Example:
+
+    >>> cluster_from_environment({
+    ...     "KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234,10.0.0.2:1234",
+    ...     "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+    ...     "KERAS_DISTRIBUTION_PROCESS_ID": "1",
+    ... })
+    Cluster(coordinator='10.0.0.1:1234', num_processes=2, process_id=1, timeout=300.0)
+    """
+    environ = os.environ if environ is None else environ
+    values = [environ.get(name) for name in ENVIRONMENT]
+    if not any(values):
+        return None
+    if not all(values):
+        missing = [n for n, v in zip(ENVIRONMENT, values) if not v]
+        raise ValueError(
+            f"Multi-process training needs all of {', '.join(ENVIRONMENT)}; "
+            f"missing: {', '.join(missing)}."
+        )
+    addresses, count, index = values
+    return Cluster(addresses.split(",")[0].strip(), int(count), int(index), timeout)
+
+
+_JOINED = []  # the Cluster this process joined
+
+
+def join(cluster):
+    """Makes this process one of `cluster`'s (a no-op for one process).
+
+    Call it once per process, before anything touches the backend's devices;
+    it cannot be undone. JAX: `jax.distributed.initialize` with the
+    coordinator, process count and index, as `keras.distribution.initialize`
+    calls it (here directly, to bound the wait with `initialization_timeout`).
+
+    If the processes have not all joined within `cluster.timeout` seconds (the
+    coordinator unreachable, fewer processes started than `num_processes`),
+    the process ends with exit status 2 and one line on stderr naming the
+    coordinator: the engine's own failure at that point is an abort from C++
+    that no Python code can catch, with no address in it.
+
+    Args:
+        cluster: A `Cluster`, or `None` (one process).
+    """
+    if cluster is None or cluster.num_processes == 1:
+        return
+    if _JOINED:
+        if _JOINED[0] != cluster:
+            raise ValueError(f"This process already joined {_JOINED[0]}; cannot join {cluster}.")
+        return
+    backend = keras.backend.backend()
+    if backend == "torch" and launched_by_torchrun():
+        return  # torchrun has joined the machines (`torchrun_command`)
+    if backend != "jax":
+        raise ValueError(
+            f"Several processes on {backend}: "
+            + (
+                "start them with torchrun (`keras-crl train` does, see torchrun_command)."
+                if backend == "torch"
+                else "not implemented yet (JAX and torch only)."
+            )
+        )
+    import jax
+
+    message = (
+        f"process {cluster.process_id} of {cluster.num_processes} could not join the "
+        f"cluster at coordinator {cluster.coordinator} within {cluster.timeout:g} s: is "
+        f"process 0 running there, reachable from here, and are all {cluster.num_processes} "
+        "processes started with the same --num-processes?"
+    )
+    with _deadline(cluster.timeout, message):
+        jax.distributed.initialize(
+            coordinator_address=cluster.coordinator,
+            num_processes=cluster.num_processes,
+            process_id=cluster.process_id,
+            # Ours (above) fires first, with the address in its message.
+            initialization_timeout=int(cluster.timeout) + 30,
+        )
+    # (keras.distribution.initialize then agrees on a global seed for Keras'
+    # random streams; nothing here draws from them: make_deterministic seeds.)
+    _JOINED.append(cluster)
+
+
+@contextlib.contextmanager
+def _deadline(seconds, message):
+    """Ends the process (status 2, `message` on stderr) if the body has not
+    returned within `seconds`: for waits inside an engine that a Python
+    exception cannot interrupt."""
+    done = threading.Event()
+
+    def watch():
+        if not done.wait(seconds):
+            sys.stderr.write(f"keras-crl: error: {message}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watch, name="keras-crl-deadline", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def process_index_and_count():
+    """`(index, count)` of this process among those training together.
+
+    `(0, 1)` in a single process. JAX: the cluster `join` joined; torch: the
+    process group's rank and size (one process per device). A data source
+    that reads only its part of the data keys it by these.
+
+    Example:
+
+    >>> process_index_and_count()
+    (0, 1)
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if jax.distributed.is_initialized():
+            return jax.process_index(), jax.process_count()
+        return 0, 1
+    if backend == "torch":
+        return _torch_world()
+    return 0, 1
 
 
 def _torch_world():
@@ -44,7 +234,23 @@ def is_chief():
     if keras.backend.backend() == "torch" and launched_by_torchrun():
         # Also true before the process group is joined and after it is left.
         return int(os.environ["RANK"]) == 0
-    return True
+    return process_index_and_count()[0] == 0
+
+
+def splits_batches(devices):
+    """Whether every batch is split (over `devices` devices of this process,
+    or over several processes): then it must divide evenly, and the last
+    partial batch is dropped."""
+    return devices > 1 or process_index_and_count()[1] > 1
+
+
+def _torch_several_machines():
+    """Whether torchrun started processes on other machines than this one."""
+    return (
+        keras.backend.backend() == "torch"
+        and launched_by_torchrun()
+        and int(os.environ["WORLD_SIZE"]) > int(os.environ.get("LOCAL_WORLD_SIZE", 0))
+    )
 
 
 def launched_by_torchrun():
@@ -52,21 +258,44 @@ def launched_by_torchrun():
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def torchrun_command(devices, argv):
+def torchrun_command(devices, argv, cluster=None):
     """The command that reruns `python -m keras_crl.cli argv` under torchrun.
 
     Args:
-        devices: Processes to start, one per device.
+        devices: Processes to start on this machine, one per device.
         argv: The command line arguments, without the program name.
+        cluster: Several machines: a `Cluster` of one process per machine
+            (torchrun's nodes; process 0's machine holds the rendezvous), each
+            starting `devices` processes. `None`: this machine alone.
 
     Returns:
         A list for `subprocess` / `os.execv`.
+
+    Example:
+
+    >>> cluster = Cluster("10.0.0.1:29500", num_processes=2, process_id=1, timeout=60)
+    >>> torchrun_command(2, ["train"], cluster)[3:6]
+    ['--nnodes=2', '--node-rank=1', '--master-addr=10.0.0.1']
+    >>> torchrun_command(2, ["train"], cluster)[6:8]
+    ['--master-port=29500', '--rdzv-conf=timeout=60']
     """
+    if cluster is None:
+        where = ["--standalone"]
+    else:
+        host, _, port = cluster.coordinator.rpartition(":")
+        # Static rendezvous: ranks follow --node-rank, so process 0 is the chief.
+        where = [
+            f"--nnodes={cluster.num_processes}",
+            f"--node-rank={cluster.process_id}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+            f"--rdzv-conf=timeout={math.ceil(cluster.timeout)}",
+        ]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *where,
         f"--nproc-per-node={devices}",
         "-m",
         "keras_crl.cli",
@@ -102,10 +331,14 @@ def data_parallel(devices):
         trainer.fit(...)
     ```
     """
-    if devices == 1:
+    backend = keras.backend.backend()
+    if backend == "jax" and process_index_and_count()[1] > 1:
+        with _jax_cluster_parallel(devices):
+            yield
+        return
+    if devices == 1 and not _torch_several_machines():
         yield
         return
-    backend = keras.backend.backend()
     if backend == "torch":
         with _torch_process_group(devices):
             yield
@@ -128,7 +361,7 @@ def data_parallel(devices):
     if backend == "jax":
         previous = keras.distribution.distribution()
         keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=available[:devices])
+            keras.distribution.DataParallel(devices=available[:devices], auto_shard_dataset=False)
         )
         try:
             yield
@@ -137,6 +370,37 @@ def data_parallel(devices):
     else:
         with _mirrored_strategy(tuple(available[:devices])).scope():
             yield
+
+
+@contextlib.contextmanager
+def _jax_cluster_parallel(devices):
+    """`DataParallel` over the first `devices` devices of every process.
+
+    Each process feeds its own slice of the global batch (`shard`), which
+    Keras' JAX trainer places with `jax.make_array_from_process_local_data`;
+    `auto_shard_dataset=False` says the data is sharded already.
+    """
+    import jax
+
+    chosen = []
+    for process in range(jax.process_count()):
+        own = [d for d in jax.devices() if d.process_index == process]
+        if devices > len(own):
+            raise ValueError(
+                f"Asked for devices={devices} per process, but process {process} has "
+                f"{len(own)}: {own}."
+            )
+        chosen += own[:devices]
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(
+            devices=[f"{d.platform}:{d.id}" for d in chosen], auto_shard_dataset=False
+        )
+    )
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 _STRATEGIES = {}
@@ -203,10 +467,10 @@ def _torch_process_group(devices):
             f"--nproc-per-node={devices} -m keras_crl.cli train --backend torch "
             f"--devices {devices} ...` (`keras-crl train --devices {devices}` does this)."
         )
-    world = int(os.environ["WORLD_SIZE"])
-    if world != devices:
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if local != devices:
         raise ValueError(
-            f"devices={devices}, but torchrun started {world} processes "
+            f"devices={devices}, but torchrun started {local} processes on this machine "
             "(--nproc-per-node); they must be equal."
         )
     if dist.is_initialized():
@@ -224,9 +488,35 @@ def _torch_process_group(devices):
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def alone():
+    """Runs the body, which only the chief runs (writing files), as one process.
+
+    JAX with several processes: outside the cluster-wide distribution, where
+    creating a variable (Keras' `save_weights` makes a throwaway optimizer)
+    is a collective that the other processes would never join. Reading the
+    replicated weights needs no other process.
+    """
+    if keras.backend.backend() != "jax" or process_index_and_count()[1] == 1:
+        yield
+        return
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
 def barrier():
-    """Waits for every torch process (a no-op in a single process)."""
-    if _torch_world()[1] > 1:
+    """Waits for every process (a no-op in a single process)."""
+    if process_index_and_count()[1] == 1:
+        return
+    if keras.backend.backend() == "jax":
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("keras_crl.parallel.barrier")
+    else:
         import torch.distributed as dist
 
         dist.barrier()
@@ -303,7 +593,7 @@ class ShardBatches(keras.utils.PyDataset):
         super().__init__()
         if pipeline.batch_size % world:
             raise ValueError(
-                f"batch_size={pipeline.batch_size} must divide evenly over devices={world}."
+                f"batch_size={pipeline.batch_size} must divide evenly over {world} processes."
             )
         self.pipeline = pipeline
         self.rank = rank
@@ -321,10 +611,22 @@ class ShardBatches(keras.utils.PyDataset):
         self.pipeline.on_epoch_end()
 
 
-def shard(pipeline):
-    """`pipeline`, or this torch process's `ShardBatches` of it."""
-    rank, world = _torch_world()
-    return pipeline if world == 1 else ShardBatches(pipeline, rank, world)
+def shard(pipeline, training=True):
+    """What this process feeds `fit` (or `evaluate`) of `pipeline`.
+
+    Several processes: this process's `ShardBatches`, as every process
+    computes the same global batches. Evaluation on torch is not sharded:
+    each process evaluates everything with its own (equal) model.
+
+    Args:
+        pipeline: A `BatchPipeline`, with `drop_remainder=True` when there are
+            several processes.
+        training: Whether it feeds `fit` (`False`: `evaluate`).
+    """
+    index, count = process_index_and_count()
+    if count == 1 or (not training and keras.backend.backend() == "torch"):
+        return pipeline
+    return ShardBatches(pipeline, index, count)
 
 
 class AverageReplicas(keras.callbacks.Callback):

@@ -329,7 +329,8 @@ def train(config, callbacks=()):
     check_config(config)
     recipe = config.resolved_recipe()
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if parallel.is_chief():
+        run_dir.mkdir(parents=True, exist_ok=True)
     make_deterministic(config.seed)
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
@@ -360,14 +361,15 @@ def _train(config, recipe, run_dir, callbacks):
     if resuming:
         initial_epoch, start_step = run_folder.state_position(state_path)
 
-    # Split across devices, every batch must divide evenly: with devices > 1
-    # the last partial batch is dropped (metrics.json counts the test images).
+    # Split across devices or processes, every batch must divide evenly: the
+    # last partial batch is dropped (metrics.json counts the test images).
+    split = parallel.splits_batches(config.devices)
     pipeline = dict(
         mean=ds.mean,
         std=ds.std,
         num_classes=ds.num_classes,
         data_format=config.data_format,
-        drop_remainder=config.devices > 1,
+        drop_remainder=split,
     )
     augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
     if streaming:
@@ -395,8 +397,8 @@ def _train(config, recipe, run_dir, callbacks):
             **augmentation,
             **pipeline,
         )
-    # One process per device (torch): each trains on its share of the batch
-    # and evaluates everything; only the chief writes the run folder.
+    # Several processes: each trains on its share of the batch; only the chief
+    # writes the run folder.
     chief = parallel.is_chief()
     if streaming:
         val_data = ds.pipeline("val", recipe.batch_size, **pipeline)
@@ -469,7 +471,7 @@ def _train(config, recipe, run_dir, callbacks):
         *callbacks,
     ]
     fit = dict(
-        validation_data=val_data if len(ds.y_val) else None,
+        validation_data=parallel.shard(val_data, training=False) if len(ds.y_val) else None,
         # The pipeline shuffles, seeded by epoch; Keras' own batch
         # shuffle would draw from Python's global random state.
         shuffle=False,
@@ -485,13 +487,16 @@ def _train(config, recipe, run_dir, callbacks):
     if initial_epoch < recipe.epochs and not getattr(trainer, "stop_training", False):
         trainer.fit(batches, epochs=recipe.epochs, initial_epoch=initial_epoch, **fit)
     if chief:
-        model.save_weights(run_dir / "last.weights.h5")
+        with parallel.alone():
+            model.save_weights(run_dir / "last.weights.h5")
     parallel.barrier()  # the chief's files are complete
 
     best_path = run_dir / "best.weights.h5"
     if best_path.exists():
         model.load_weights(best_path)
-    test_loss, test_accuracy = trainer.evaluate(test_data, verbose=0)
+    test_loss, test_accuracy = trainer.evaluate(
+        parallel.shard(test_data, training=False), verbose=0
+    )
     log = run_folder.read_log(run_dir / "log.csv")
     best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
     metrics = {
@@ -506,7 +511,7 @@ def _train(config, recipe, run_dir, callbacks):
         "seed": config.seed,
         "epochs": recipe.epochs,
         "test_accuracy": float(test_accuracy),
-        "test_images": len(test_data) * recipe.batch_size if config.devices > 1 else len(ds.y_test),
+        "test_images": len(test_data) * recipe.batch_size if split else len(ds.y_test),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
         "best_val_accuracy": float(log["val_accuracy"][best_epoch])

@@ -72,8 +72,8 @@ MUTANTS = [
     Mutant(
         "probabilities via 1 - p, one-hot targets",
         "keras_crl/losses.py",
-        "        probs, rest = _competing_mass(y_pred, total)",
-        "        probs, rest = y_pred / total, 1.0 - y_pred / total",
+        "    probs, rest = _competing_mass(probs, total)",
+        "    probs, rest = probs / total, 1.0 - probs / total",
         ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
     ),
     Mutant(
@@ -258,8 +258,8 @@ MUTANTS = [
     Mutant(
         "JAX and TensorFlow never split the batch",
         "keras_crl/parallel.py",
-        "    if devices == 1:\n        yield\n        return\n",
-        '    if devices == 1 or keras.backend.backend() != "torch":\n'
+        "    if devices == 1 and not _torch_several_machines():\n        yield\n        return\n",
+        '    if devices == 1 and not _torch_several_machines() or backend != "torch":\n'
         "        yield\n        return\n",
         ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch",),
         backend=None,
@@ -302,8 +302,8 @@ MUTANTS = [
     Mutant(
         "last partial batch kept on several devices",
         "keras_crl/train.py",
-        "drop_remainder=config.devices > 1",
-        "drop_remainder=False",
+        "drop_remainder=split,",
+        "drop_remainder=False,",
         ("tests/cross_backend/test_multi_device.py::test_two_devices_drop_the_last_partial_batch",),
         backend=None,
     ),
@@ -482,6 +482,48 @@ MUTANTS = [
             f"{STREAM}test_corrupt_file_mid_stream_names_its_path",
             f"{STREAM}test_cli_stops_on_a_corrupt_file_with_one_line",
         ),
+    ),
+    Mutant(
+        "each process feeds the whole global batch",
+        "keras_crl/parallel.py",
+        "    return ShardBatches(pipeline, index, count)",
+        "    return pipeline",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_each_process_feeds_its_half_of_every_global_batch",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "every process writes the run folder",
+        "keras_crl/parallel.py",
+        "    return process_index_and_count()[0] == 0",
+        "    return True",
+        ("tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder",),
+        backend=None,
+    ),
+    Mutant(
+        "the cluster timeout not applied",
+        "keras_crl/parallel.py",
+        "    with _deadline(cluster.timeout, message):",
+        "    with _deadline(cluster.timeout + 300, message):",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "torch nodes started each on its own",
+        "keras_crl/parallel.py",
+        '    if cluster is None:\n        where = ["--standalone"]',
+        '    if True:\n        where = ["--standalone"]',
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_each_process_feeds_its_half_of_every_global_batch",
+            "tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder",
+        ),
+        backend=None,
     ),
 ]
 

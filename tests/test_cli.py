@@ -18,17 +18,33 @@ def test_list(capsys):
     assert "resnet34" in out and "small_cnn" in out and "cifar100" in out and "digits" in out
 
 
+def cluster_flags(coordinator, count, index):
+    return [
+        "train",
+        "--coordinator",
+        coordinator,
+        "--num-processes",
+        str(count),
+        "--process-id",
+        str(index),
+    ]
+
+
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
     for args, message in (
         (["train", "--model", "resnet9000"], "Valid models:.*resnet18"),
         (["train", "--dataset", "imagenet21k"], "Valid datasets:.*cifar10"),
         (["train", "--dataset", "folder", "--data-dir", str(tmp_path / "none")], "does not exist"),
         (["train", "--dataset", "folder"], "needs --data-dir"),
-        (["study", "--extra", "focal"], "crl:ALPHA:BETA"),
+        (["study", "--extra", "crl:1"], "crl:ALPHA:BETA"),
+        (["study", "--extra", "nowhere:Loss"], "Cannot import the loss 'nowhere:Loss'"),
         (["compare-backends", "--backends", "numpy"], "Valid backends"),
         (["train", "--checkpoint-every", "10minutes"], "checkpoint-every '10minutes'"),
         (["train", "--checkpoint-every", "0"], "checkpoint-every '0'"),
         (["train", "--keep-checkpoints", "0"], "keep-checkpoints 0"),
+        (["train", "--coordinator", "localhost:1"], "go together"),
+        (cluster_flags("localhost", 2, 0), "must be HOST:PORT.*'localhost'"),
+        (cluster_flags("localhost:1", 2, 2), r"process_id must be in \[0, 2\)"),
     ):
         assert (
             cli.main(
@@ -158,3 +174,28 @@ def test_backend_flag_switches_backend(tmp_path):
         timeout=300,
     )
     assert json.loads((run_dir / "metrics.json").read_text())["backend"] == other
+
+
+def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
+    from keras_crl.parallel import Cluster
+
+    parse = cli.build_parser().parse_args
+    flags = cluster_flags("10.0.0.1:1234", 2, 1)
+    expected = Cluster("10.0.0.1:1234", num_processes=2, process_id=1, timeout=300.0)
+    assert cli.cluster_from_args(parse(flags)) == expected
+    assert cli.cluster_from_args(parse(["train"])) is None
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "10.0.0.1:1234,10.0.0.2:1234")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    assert cli.main(["train", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing: KERAS_DISTRIBUTION_PROCESS_ID" in err and len(err.splitlines()) == 1, err
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert cli.cluster_from_args(parse(["train"])) == expected
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="joins a cluster elsewhere")
+def test_several_processes_on_tensorflow_are_a_one_line_error(tmp_path, capsys):
+    assert cli.main([*cluster_flags("localhost:1", 2, 0), "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Several processes on tensorflow: not implemented yet" in err, err
+    assert len(err.splitlines()) == 1

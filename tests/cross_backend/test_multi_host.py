@@ -1,0 +1,263 @@
+"""Several processes (README, "Multi-host"): two processes against one.
+
+Two processes on localhost, each one device, run the same `keras-crl train`
+command (`--coordinator localhost:PORT --num-processes 2`, differing only in
+`--process-id`) in `multi_host_worker.py`, which records what each process
+fed `fit` and `evaluate` and which run-folder files it wrote, then resumes the
+run for one more epoch. A third process trains the same three epochs alone.
+The tests compare the run folders and judge the recordings.
+"""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+RTOL = 1e-5
+# torch: lr 0, as in test_multi_device.py (each process normalises its share
+# with its own batch statistics, so only the batch norm moving mean can equal
+# one process's).
+LR = {"jax": "0.02", "torch": "0"}
+# 64 training images in batches of 16 (8 per process): 4 steps an epoch; two
+# epochs, then one more resumed. A constant learning rate: the recipe's
+# milestones scale with --epochs, which the resumed run changes.
+TRAIN = [
+    "train",
+    "--epochs",
+    "2",
+    "--limit",
+    "64",
+    "--batch-size",
+    "16",
+    "--schedule",
+    "constant",
+    "--verbose",
+    "0",
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def cluster(port, process_id, count=2, timeout=60):
+    return [
+        "--coordinator",
+        f"localhost:{port}",
+        "--num-processes",
+        str(count),
+        "--process-id",
+        str(process_id),
+        "--cluster-timeout",
+        str(timeout),
+    ]
+
+
+def run_together(commands, env, timeout=300):
+    """Runs the commands at the same time; returns `(returncode, stdout,
+    stderr, seconds)` of each."""
+    start = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for c in commands
+    ]
+    results = []
+    try:
+        for p in processes:
+            stdout, stderr = p.communicate(timeout=timeout)
+            results.append((p.returncode, stdout, stderr, time.monotonic() - start))
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    return results
+
+
+def torchrun(port, process_id, worker_args):
+    """The command `keras-crl train` restarts itself with on torch
+    (`parallel.torchrun_command`), running the worker instead of the CLI."""
+    from keras_crl import parallel
+
+    command = parallel.torchrun_command(
+        1, worker_args[2:], parallel.Cluster(f"localhost:{port}", 2, process_id, timeout=60)
+    )
+    module = command.index("keras_crl.cli")
+    return [
+        *command[:module],
+        "tests.cross_backend.multi_host_worker",
+        *worker_args[:2],
+        *command[module + 1 :],
+    ]
+
+
+@pytest.fixture(scope="module", params=["jax", "torch"])
+def two_processes(request, tmp_path_factory):
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"multihost-{backend}")
+    train = [*TRAIN, "--backend", backend, "--lr", LR[backend], "--run-dir", str(tmp / "multi")]
+    env = dict(ENV, KERAS_BACKEND=backend)
+
+    def process(i, port, resume_epochs, *extra):
+        args = [str(tmp / f"p{i}.npz"), resume_epochs, *train, *extra, *cluster(port, i)]
+        if backend == "torch":
+            # One process per machine under torchrun, as the command starts it.
+            return torchrun(port, i, args)
+        return [sys.executable, "-m", "tests.cross_backend.multi_host_worker", *args]
+
+    # JAX resumes in the same processes; torch in a second launch (a process
+    # joins one torch process group only once).
+    port, resume = free_port(), "0" if backend == "torch" else "3"
+    alone = [
+        sys.executable,
+        "-m",
+        "tests.cross_backend.multi_host_worker",
+        str(tmp / "single.npz"),
+        "0",
+        *[str(tmp / "single") if a == str(tmp / "multi") else a for a in train],
+        "--epochs",
+        "3",
+    ]
+    results = run_together([process(0, port, resume), process(1, port, resume), alone], env)
+    if backend == "torch":
+        port = free_port()
+        again = [process(i, port, "0", "--resume", "--epochs", "3") for i in (0, 1)]
+        resumed = run_together(again, env)
+        results[:2] = [
+            (first[0] or then[0], first[1] + then[1], first[2] + then[2], then[3])
+            for first, then in zip(results, resumed)
+        ]
+    for returncode, _, stderr, _ in results:
+        assert returncode == 0, stderr[-4000:]
+    # The chief printed the results table (twice), the other process nothing.
+    assert [r[1].count("test acc") for r in results] == [2, 0, 1]
+    records = {name: np.load(tmp / f"{name}.npz") for name in ("p0", "p1", "single")}
+    return backend, records, tmp
+
+
+def fed(record, kind):
+    """The first batch of every `kind` call ("fit" or "evaluate")."""
+    calls = sorted(int(k[4:]) for k in record.files if k.startswith("kind"))
+    return [record[f"fed{c}"] for c in calls if str(record[f"kind{c}"]) == kind]
+
+
+def test_each_process_feeds_its_half_of_every_global_batch(two_processes):
+    backend, r, _ = two_processes
+    # The first training batch (JAX: and the first validation batch): one
+    # process alone fed 16 images, the two processes the first and last 8.
+    # torch evaluates everything on every process (each has the whole model).
+    for kind in ("fit", "evaluate"):
+        alone = fed(r["single"], kind)[0]
+        assert alone.shape[0] == 16
+        if kind == "evaluate" and backend == "torch":
+            for p in ("p0", "p1"):
+                np.testing.assert_array_equal(fed(r[p], kind)[0], alone)
+            continue
+        halves = [fed(r[p], kind)[0] for p in ("p0", "p1")]
+        np.testing.assert_array_equal(np.concatenate(halves), alone)
+        # Every call (the resumed fit, the test set): 8 images a process.
+        assert {len(batch) for p in ("p0", "p1") for batch in fed(r[p], kind)} == {8}
+
+
+def read_log(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(row[k]) for row in rows]) for k in rows[0]}
+
+
+def test_two_processes_train_as_one(two_processes):
+    # Loss, accuracy, validation (log.csv) and weights, batch-norm statistics
+    # and optimizer state (state.npz) after 12 steps: two processes, resumed
+    # after 8, against one process in one go.
+    backend, _, tmp = two_processes
+    if backend == "torch":
+        return assert_torch_batch_norm_mean_as_one(tmp)
+    logs = {d: read_log(tmp / d / "log.csv") for d in ("multi", "single")}
+    assert sorted(logs["multi"]) == sorted(logs["single"]) and len(logs["multi"]["epoch"]) == 3
+    for column in logs["single"]:
+        np.testing.assert_allclose(
+            logs["multi"][column], logs["single"][column], rtol=RTOL, err_msg=column
+        )
+    states = {d: np.load(tmp / d / "state.npz") for d in ("multi", "single")}
+    assert sorted(states["multi"].files) == sorted(states["single"].files)
+    assert int(states["multi"]["o0"]) == 12 and int(states["multi"]["epoch"]) == 3
+    for name in states["single"].files:
+        reference = states["single"][name]
+        np.testing.assert_allclose(
+            states["multi"][name],
+            reference,
+            rtol=RTOL,
+            atol=RTOL * np.abs(reference).max(),
+            err_msg=name,
+        )
+
+
+def assert_torch_batch_norm_mean_as_one(tmp):
+    """torch, lr 0 (see test_multi_device's test_train_command_with_two_torch_processes):
+    the first batch norm's moving mean, linear in each batch's mean, equals
+    one process's after 12 steps; the processes' shares add up to its batches."""
+    from keras_crl.run_folder import read_weights
+
+    weights = {
+        d: {k: v for k, v in read_weights(tmp / d / "last.weights.h5").items() if "layers/" in k}
+        for d in ("multi", "single")
+    }
+    assert sorted(weights["multi"]) == sorted(weights["single"])
+    mean = "layers/batch_normalization/vars/2"
+    assert np.abs(weights["single"][mean]).max() > 1e-3
+    np.testing.assert_allclose(
+        weights["multi"][mean], weights["single"][mean], rtol=RTOL, atol=1e-7
+    )
+    state = np.load(tmp / "multi" / "state.npz")
+    assert int(state["o0"]) == 12 and int(state["epoch"]) == 3
+
+
+def test_resume_runs_only_the_missing_epoch_on_every_process(two_processes):
+    _, r, _ = two_processes
+    for process in ("p0", "p1"):
+        fits = [c for c in range(20) if str(r[process].get(f"kind{c}", "")) == "fit"]
+        assert [int(r[process][f"initial_epoch{c}"]) for c in fits] == [0, 2]
+        assert [r[process][f"steps{c}"].tolist() for c in fits] == [[4, 4], [4]]
+
+
+def test_only_the_chief_writes_the_run_folder(two_processes):
+    _, r, _ = two_processes
+    assert r["p1"]["writes"].tolist() == [""]
+    chief = set(r["p0"]["writes"].tolist())
+    assert {"log.csv", "state.npz.tmp", "config.json.tmp", "metrics.json.tmp"} <= chief
+
+
+# --------------------------------------------------------------------------
+# Failing in bounded time, naming the coordinator.
+
+
+@pytest.mark.parametrize("backend", ["jax"])
+def test_a_missing_coordinator_or_process_fails_in_time_naming_the_address(backend, tmp_path):
+    # Process 1 of 2 with nobody at the coordinator's address, and process 0
+    # of 2 whose partner never starts: both give up after --cluster-timeout 3
+    # (the engines' defaults: minutes).
+    ports = free_port(), free_port()
+    command = [sys.executable, "-m", "keras_crl.cli", *TRAIN, "--backend", backend]
+    results = run_together(
+        [
+            [*command, "--run-dir", str(tmp_path / f"run{i}"), *cluster(port, i, timeout=3)]
+            for i, port in enumerate(ports)
+        ],
+        dict(ENV, KERAS_BACKEND=backend),
+        timeout=60,
+    )
+    for (returncode, _, stderr, seconds), port in zip(results, ports):
+        assert returncode == 2, stderr[-4000:]
+        assert f"could not join the cluster at coordinator localhost:{port} within 3 s" in stderr
+        assert seconds < 50
