@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ON_HOST = "tests/test_losses.py::TestEagerChecksOnTheHostOnly::"
 GPU_CHECK = "tests/test_gpu_check.py::"
 STREAM = "tests/test_stream.py::"
+ZOO = "tests/test_models.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,6 +525,36 @@ MUTANTS = [
             "tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder",
         ),
         backend=None,
+    ),
+    Mutant(
+        "keras-hub backbone ends in a softmax, not logits",
+        "keras_crl/models/applications.py",
+        "    outputs = logits_head(backbone(inputs), num_classes, data_format=data_format, "
+        "dropout=dropout)",
+        "    outputs = keras.layers.Softmax()(logits_head(backbone(inputs), num_classes, "
+        "data_format=data_format, dropout=dropout))",
+        (f"{ZOO}test_keras_hub_zoo_names_resnets_with_a_logits_head",),
+    ),
+    Mutant(
+        "keras-hub zoo builds every depth from basic blocks",
+        "keras_crl/models/__init__.py",
+        "            block_type=block_type,",
+        '            block_type="basic_block",',
+        (f"{ZOO}test_keras_hub_zoo_names_resnets_with_a_logits_head",),
+    ),
+    Mutant(
+        "keras-hub backbone ignores data_format",
+        "keras_crl/models/applications.py",
+        "        image_shape=tuple(input_shape),\n        data_format=data_format,\n",
+        "        image_shape=tuple(input_shape),\n",
+        (f"{ZOO}test_keras_hub_backbone_trains_with_crl",),
+    ),
+    Mutant(
+        "keras-hub example trains with cross-entropy",
+        "examples/keras_hub_backbone.py",
+        "    loss=CompetingRatioLoss(beta=0.25, from_logits=True),",
+        "    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),",
+        ("tests/test_examples.py::test_keras_hub_backbone",),
     ),
 ]
 

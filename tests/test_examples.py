@@ -1,6 +1,7 @@
 """Every example runs, on tiny settings, on the current backend."""
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,18 @@ def test_finetune_image_folder(tmp_path):
 def test_keras_cv_backbone(tmp_path):
     out = run_example("keras_cv_backbone.py", "--epochs", "1", "--samples", "200", cwd=tmp_path)
     assert 0.0 <= float(out.strip().splitlines()[-1].split(":")[1]) <= 1.0
+
+
+def test_keras_hub_backbone(monkeypatch, capsys):
+    # Run in this process: keras-hub (and the TensorFlow it imports) is
+    # imported once for the suite, not again in a child process.
+    args = ["--epochs", "2", "--samples", "320"]
+    monkeypatch.setattr(sys, "argv", ["keras_hub_backbone.py", *args])
+    runpy.run_path(str(ROOT / "examples" / "keras_hub_backbone.py"), run_name="__main__")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].endswith("with competing_ratio_loss")
+    # Ten classes, chance 0.1: the second epoch fits its images (its batch
+    # norm statistics, 20 steps old, are too fresh for a test number).
+    last_epoch = out[-2].split("accuracy: ")[1].split()[0]
+    assert float(last_epoch) > 0.6
+    assert 0.0 <= float(out[-1].split(":")[1]) <= 1.0

@@ -16,8 +16,10 @@ import pytest
 from keras_crl.models import application_model
 from keras_crl.models import get_model
 from keras_crl.models import keras_cv_backbone_model
+from keras_crl.models import keras_hub_backbone_model
 from keras_crl.models import list_models
 from keras_crl.models.wide_resnet import build_wide_resnet
+from keras_crl.reproducible import numpy_initialise
 
 # Trainable parameters for 10 classes and 3 input channels.
 PARAM_COUNTS = {
@@ -188,3 +190,58 @@ def test_keras_cv_backbone_model_needs_keras_cv(monkeypatch):
     message = str(info.value)
     assert "pip install keras-crl[keras-cv]" in message
     assert "TensorFlow" in message
+
+
+@pytest.mark.parametrize(
+    "name, count",
+    # torchvision's resnet18 and resnet50 with a 10-class head.
+    [("keras_hub_resnet18", 11_181_642), ("keras_hub_resnet50", 23_528_522)],
+)
+def test_keras_hub_zoo_names_resnets_with_a_logits_head(name, count):
+    assert name in list_models()
+    model = get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format="channels_last")
+    assert model.name == name
+    assert count_trainable(model) == count
+    # Logits: the zoo's head, no softmax after it. (Built only: a forward
+    # pass of a ResNet-50 costs seconds; the tiny backbone below trains.)
+    head = model.layers[-1]
+    assert head.name == "logits" and head.activation is keras.activations.linear
+    assert model.output_shape == (None, 10)
+    # What `keras-crl train --model keras_hub_...` does first: every weight's
+    # initializer is one that NumPy can reproduce on any backend.
+    numpy_initialise(model, seed=0)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_keras_hub_backbone_trains_with_crl(data_format):
+    from keras_crl import CompetingRatioLoss
+
+    shape = (8, 8, 1) if data_format == "channels_last" else (1, 8, 8)
+    model = keras_hub_backbone_model(
+        3,
+        input_shape=shape,
+        stackwise_num_filters=(64,),
+        stackwise_num_blocks=(1,),
+        stackwise_num_strides=(1,),
+        data_format=data_format,
+    )
+    bn_axes = {
+        tuple(np.atleast_1d(layer.axis))
+        for layer in model.layers[1].layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    assert bn_axes == {(-1,) if data_format == "channels_last" else (1,)}
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=CompetingRatioLoss(from_logits=True))
+    x, y = images(4, shape), np.array([0, 1, 2, 0])
+    first = float(np.asarray(model.train_on_batch(x, y)))
+    for _ in range(3):
+        last = float(np.asarray(model.train_on_batch(x, y)))
+    assert np.isfinite(first) and last < first
+
+
+def test_keras_hub_backbone_model_needs_keras_hub(monkeypatch):
+    # keras-hub is installed for the test suite; hide it to see the error.
+    monkeypatch.setitem(sys.modules, "keras_hub", None)
+    with pytest.raises(ImportError) as info:
+        get_model("keras_hub_resnet18")
+    assert "pip install keras-crl[keras-hub]" in str(info.value)

@@ -11,8 +11,10 @@ True
 import keras
 
 from keras_crl.models.applications import APPLICATIONS
+from keras_crl.models.applications import KERAS_HUB_RESNETS
 from keras_crl.models.applications import application_model
 from keras_crl.models.applications import keras_cv_backbone_model
+from keras_crl.models.applications import keras_hub_backbone_model
 from keras_crl.models.densenet import densenet121
 from keras_crl.models.mobilenet_v2 import mobilenet_v2
 from keras_crl.models.preact_resnet import preact_resnet18
@@ -28,8 +30,9 @@ from keras_crl.models.vgg import vgg16
 from keras_crl.models.vgg import vgg19
 from keras_crl.models.wide_resnet import wide_resnet28_10
 
-# Prefix of the `keras.applications` entries in the registry.
+# Prefixes of the `keras.applications` and keras-hub entries in the registry.
 APP_PREFIX = "keras_app_"
+HUB_PREFIX = "keras_hub_"
 
 MODELS = {
     "resnet18": resnet18,
@@ -53,10 +56,16 @@ def list_models():
     """Returns the sorted names accepted by `get_model`.
 
     Returns:
-        A sorted list of strings: the CIFAR zoo (e.g. `"resnet18"`) and the
-        `keras.applications` backbones prefixed `"keras_app_"`.
+        A sorted list of strings: the CIFAR zoo (e.g. `"resnet18"`), the
+        `keras.applications` backbones prefixed `"keras_app_"` and the
+        keras-hub ResNets prefixed `"keras_hub_"` (optional extra
+        `keras-crl[keras-hub]`).
     """
-    return sorted(list(MODELS) + [APP_PREFIX + name for name in APPLICATIONS])
+    return sorted(
+        list(MODELS)
+        + [APP_PREFIX + name for name in APPLICATIONS]
+        + [HUB_PREFIX + name for name in KERAS_HUB_RESNETS]
+    )
 
 
 def get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format=None, **kwargs):
@@ -72,8 +81,9 @@ def get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format=None, *
             always use the global setting (`keras.config.
             set_image_data_format`), so another value raises ValueError.
         **kwargs: model-specific options (e.g. `dropout` for
-            `wide_resnet28_10`, `weights` or `freeze_backbone` for the
-            `keras_app_` models) and `keras.Model` arguments such as `name`.
+            `wide_resnet28_10` and the `keras_hub_` models, `weights` or
+            `freeze_backbone` for the `keras_app_` models) and `keras.Model`
+            arguments such as `name`.
 
     Returns:
         A `keras.Model` returning logits (use `from_logits=True` losses).
@@ -108,6 +118,17 @@ def get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format=None, *
             input_shape=input_shape,
             **kwargs,
         )
+    if name.startswith(HUB_PREFIX) and name[len(HUB_PREFIX) :] in KERAS_HUB_RESNETS:
+        blocks, block_type = KERAS_HUB_RESNETS[name[len(HUB_PREFIX) :]]
+        kwargs.setdefault("name", name)
+        return keras_hub_backbone_model(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            stackwise_num_blocks=blocks,
+            block_type=block_type,
+            data_format=data_format,
+            **kwargs,
+        )
     raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}")
 
 
@@ -116,6 +137,7 @@ __all__ = [
     "densenet121",
     "get_model",
     "keras_cv_backbone_model",
+    "keras_hub_backbone_model",
     "list_models",
     "mobilenet_v2",
     "preact_resnet18",

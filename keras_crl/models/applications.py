@@ -1,5 +1,5 @@
-"""ImageNet-style backbones from `keras.applications` (and keras-cv) with a
-logits head.
+"""ImageNet-style backbones from `keras.applications`, keras-hub (and
+keras-cv) with a logits head.
 
 These are the standard ImageNet networks (7x7/2 or 3x3/2 stems, 32x total
 downsampling), not the CIFAR variants of the zoo: use them for larger images
@@ -11,6 +11,7 @@ EfficientNet and MobileNetV3 rescale inside the model and expect [0, 255].
 import keras
 
 from keras_crl.models.common import logits_head
+from keras_crl.models.common import resolve_data_format
 
 # Registry name -> `keras.applications` attribute. Every entry accepts inputs
 # as small as 32x32 when `weights=None`.
@@ -35,6 +36,17 @@ APPLICATIONS = {
     "efficientnet_v2_s": "EfficientNetV2S",
     "vgg16": "VGG16",
     "vgg19": "VGG19",
+}
+
+
+# Registry name -> keras-hub `ResNetBackbone` blocks per stage and block type
+# (the ResNets of He et al.; the stages have 64, 128, 256 and 512 filters).
+KERAS_HUB_RESNETS = {
+    "resnet18": ((2, 2, 2, 2), "basic_block"),
+    "resnet34": ((3, 4, 6, 3), "basic_block"),
+    "resnet50": ((3, 4, 6, 3), "bottleneck_block"),
+    "resnet101": ((3, 4, 23, 3), "bottleneck_block"),
+    "resnet152": ((3, 8, 36, 3), "bottleneck_block"),
 }
 
 
@@ -163,4 +175,82 @@ def keras_cv_backbone_model(
     kwargs.setdefault("name", "keras_cv_resnet")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     outputs = logits_head(backbone(inputs), num_classes, dropout=dropout)
+    return keras.Model(inputs, outputs, **kwargs)
+
+
+def keras_hub_backbone_model(
+    num_classes,
+    input_shape=(224, 224, 3),
+    stackwise_num_filters=(64, 128, 256, 512),
+    stackwise_num_blocks=(2, 2, 2, 2),
+    stackwise_num_strides=(1, 2, 2, 2),
+    block_type="basic_block",
+    use_pre_activation=False,
+    data_format=None,
+    dropout=0.0,
+    **kwargs,
+):
+    """A `keras_hub.models.ResNetBackbone` with explicit settings plus logits.
+
+    keras-hub is keras-cv's maintained successor. No preset is used (presets
+    download weights). The defaults give a ResNet-18; `block_type=
+    "bottleneck_block"` with blocks `(3, 4, 6, 3)` gives a ResNet-50, and
+    `use_pre_activation=True` the ResNetV2 form. The stem is ImageNet-style
+    (7x7/2 conv and 3x3/2 max-pool) and the first stack must have 64 filters.
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: shape of one image, `(H, W, C)` or, with
+            channels_first, `(C, H, W)`.
+        stackwise_num_filters: filters of each stack (the first is 64).
+        stackwise_num_blocks: blocks in each stack.
+        stackwise_num_strides: stride of the first block of each stack.
+        block_type: `"basic_block"` (ResNet-18/34) or `"bottleneck_block"`
+            (ResNet-50+).
+        use_pre_activation: if True, ResNetV2's pre-activation blocks.
+        data_format: `"channels_last"`, `"channels_first"` or `None` for
+            `keras.config.image_data_format()`.
+        dropout: dropout rate before the logits layer (0.0: none).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Returns:
+        A functional `keras.Model` mapping images to logits (no softmax).
+
+    Raises:
+        ImportError: if keras-hub is not installed.
+
+    Example:
+
+    >>> model = keras_hub_backbone_model(10, input_shape=(32, 32, 3),
+    ...                                  stackwise_num_filters=(64,),
+    ...                                  stackwise_num_blocks=(1,),
+    ...                                  stackwise_num_strides=(1,))
+    >>> model.output_shape
+    (None, 10)
+    """
+    # Imported here: keras-hub is optional, and on Linux it installs and
+    # imports TensorFlow (for tensorflow-text) whatever the Keras backend.
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError(
+            "keras_hub_backbone_model needs keras-hub: "
+            "pip install keras-crl[keras-hub]; "
+            "note keras-hub installs and imports TensorFlow."
+        ) from error
+    data_format, _ = resolve_data_format(data_format)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=list(stackwise_num_filters),
+        stackwise_num_blocks=list(stackwise_num_blocks),
+        stackwise_num_strides=list(stackwise_num_strides),
+        block_type=block_type,
+        use_pre_activation=use_pre_activation,
+        image_shape=tuple(input_shape),
+        data_format=data_format,
+    )
+    kwargs.setdefault("name", "keras_hub_resnet")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    outputs = logits_head(backbone(inputs), num_classes, data_format=data_format, dropout=dropout)
     return keras.Model(inputs, outputs, **kwargs)
