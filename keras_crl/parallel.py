@@ -615,8 +615,10 @@ def shard(pipeline, training=True):
     """What this process feeds `fit` (or `evaluate`) of `pipeline`.
 
     Several processes: this process's `ShardBatches`, as every process
-    computes the same global batches. Evaluation on torch is not sharded:
-    each process evaluates everything with its own (equal) model.
+    computes the same global batches, unless the source reads only its own
+    share already (`data.FolderStream` with `shard_count > 1`). Evaluation
+    on torch is not sharded: each process evaluates everything with its own
+    (equal) model.
 
     Args:
         pipeline: A `BatchPipeline`, with `drop_remainder=True` when there are
@@ -625,6 +627,8 @@ def shard(pipeline, training=True):
     """
     index, count = process_index_and_count()
     if count == 1 or (not training and keras.backend.backend() == "torch"):
+        return pipeline
+    if getattr(pipeline, "shard_count", 1) == count:
         return pipeline
     return ShardBatches(pipeline, index, count)
 

@@ -375,6 +375,8 @@ def _train(config, recipe, run_dir, callbacks):
     if streaming:
         # Files decoded batch by batch; the augmentation is a random resized
         # crop and flip (data.stream), not the recipe's padded crop.
+        # Each process decodes only its own slice of every global batch.
+        shard_index, shard_count = parallel.process_index_and_count()
         train_data = ds.pipeline(
             "train",
             recipe.batch_size,
@@ -383,6 +385,8 @@ def _train(config, recipe, run_dir, callbacks):
             shuffle=True,
             seed=config.seed,
             initial_epoch=initial_epoch,
+            shard_index=shard_index,
+            shard_count=shard_count,
             **pipeline,
         )
     else:

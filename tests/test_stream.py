@@ -123,6 +123,17 @@ class TestDeterminism:
             np.testing.assert_array_equal(xs, x[4 * k : 4 * k + 4])
             np.testing.assert_array_equal(ys, y[4 * k : 4 * k + 4])
 
+    def test_a_sharded_stream_is_fed_as_it_is(self, jpeg_folder, monkeypatch):
+        # In process 1 of 2, parallel.shard slices an in-memory pipeline's
+        # global batches, but feeds a stream that reads its own share as is.
+        from keras_crl import parallel
+
+        monkeypatch.setattr(parallel, "process_index_and_count", lambda: (1, 2))
+        own = _stream(jpeg_folder, limit=64, shard_index=1, shard_count=2)
+        assert parallel.shard(own) is own
+        whole = _stream(jpeg_folder, limit=64)
+        assert isinstance(parallel.shard(whole), parallel.ShardBatches)
+
     def test_shards_must_split_the_batch_evenly(self, jpeg_folder):
         with pytest.raises(ValueError, match="3 equal shards"):
             _stream(jpeg_folder, limit=64, shard_count=3)
