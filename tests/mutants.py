@@ -556,6 +556,30 @@ MUTANTS = [
         "    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),",
         ("tests/test_examples.py::test_keras_hub_backbone",),
     ),
+    Mutant(
+        "user losses not checked before the study starts",
+        "keras_crl/study/settings.py",
+        "        check_loss(config_loss(TrainConfig(**v.train_fields())), v.spec)",
+        "        config_loss(TrainConfig(**v.train_fields()))",
+        ("tests/test_study.py::test_user_losses_are_checked_before_any_run",),
+    ),
+    Mutant(
+        "user losses built without from_logits",
+        "keras_crl/train.py",
+        '        options.setdefault("from_logits", True)',
+        "        pass",
+        (
+            "tests/test_study.py::test_user_losses_are_checked_before_any_run",
+            "tests/test_study.py::test_a_user_loss_trains",
+        ),
+    ),
+    Mutant(
+        "head-to-head compares every loss with CE instead of the authors' CRL",
+        "keras_crl/study/stats.py",
+        "family([(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)])",
+        "family([(v, BASELINE) for v in settings.variants if v not in (AUTHORS, BASELINE)])",
+        ("tests/test_study.py::test_report_states_what_known_numbers_support",),
+    ),
 ]
 
 
