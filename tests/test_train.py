@@ -139,7 +139,8 @@ def test_numpy_initialise_refuses_what_it_cannot_reproduce():
     [
         ("model", "resnet9000", "Valid models:.*resnet18"),
         ("dataset", "mnist", "Valid datasets:.*digits"),
-        ("loss", "focal", "Valid losses: crl, nllr, ce"),
+        ("loss", "hinge", "Valid losses: crl, nllr, ce, focal, or a user loss"),
+        ("loss", "nowhere:Loss", "Cannot import the loss .nowhere:Loss."),
         ("precision", "float8", "Valid: float32"),
         ("recipe", "adam", "Valid recipes"),
         ("beta", -1.0, "beta=-1"),
