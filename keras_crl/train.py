@@ -297,7 +297,9 @@ def check_config(config):
             raise ValueError(f"`{name}` must be positive. Received: {name}={value!r}")
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}.")
-    check_loss(config_loss(config), config.loss)
+    # Built, not called: a call makes tensors, and TensorFlow can no longer
+    # split its CPU for `devices` once it has (`_train` calls it).
+    config_loss(config)
     config.resolved_recipe()
 
 
@@ -428,9 +430,11 @@ def _train(config, recipe, run_dir, callbacks):
         numpy_initialise(model, config.seed)
     # `trainer` shares `model`'s variables; weights files go through `model`.
     trainer = parallel.for_training(model)
+    loss = config_loss(config)
+    check_loss(loss, config.loss)
     trainer.compile(
         optimizer=recipe.optimizer(len(train_data)),
-        loss=config_loss(config),
+        loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit,
     )

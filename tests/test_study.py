@@ -1,7 +1,8 @@
 """`keras-crl study`: the loss variants, the statistics, the report and resuming.
 
 One end-to-end study trains on the current backend only, with tiny settings
-(two seeds, one epoch, 192 images), to stay within seconds on every backend.
+(one seed, one epoch, 192 images), to stay within seconds on every backend;
+the statistics are tested on known numbers.
 """
 
 import json
@@ -287,7 +288,7 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
         "study",
         "--quick",
         "--seeds",
-        "2",
+        "1",
         "--epochs",
         "1",
         "--limit",
@@ -298,15 +299,15 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
     assert cli.main(args) == 0
     report = (out / "report.md").read_text()
     assert f"--backends {BACKEND}" in report and "--quick" in report
-    assert "| CE | 2 |" in capsys.readouterr().out
+    assert "| CE | 1 |" in capsys.readouterr().out
 
     # The report's numbers are the run folders' metrics.json.
     results = json.loads((out / "results.json").read_text())
     assert {r["backend"] for r in results["runs"]} == {BACKEND}
-    assert len(results["runs"]) == 2 * len(study.COMPARED)
+    assert len(results["runs"]) == len(study.COMPARED)
     for v in study.COMPARED:
         accuracies = []
-        for seed in (0, 1):
+        for seed in (0,):
             folder = out / "runs" / BACKEND / v.name / f"seed{seed}"
             metrics = json.loads((folder / "metrics.json").read_text())
             assert (
@@ -321,8 +322,7 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
             run = next(r for r in results["runs"] if r["variant"] == v.name and r["seed"] == seed)
             assert run["test_accuracy"] == metrics["test_accuracy"]
             accuracies.append(100 * round(metrics["test_accuracy"] * TEST_IMAGES) / TEST_IMAGES)
-        mean, std = np.mean(accuracies), np.std(accuracies, ddof=1)
-        row = f"| {BACKEND} | {v.label} | 2 | {mean:.2f} ± {std:.2f} |"
+        row = f"| {BACKEND} | {v.label} | 1 | {accuracies[0]:.2f} ± - |"
         assert row in report, row
     for name in ("accuracy.png", "curves.png"):
         assert (out / name).exists()
@@ -341,12 +341,12 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
 
     # A run that lost its metrics.json resumes from its last checkpoint:
     # no epoch is trained again, and its numbers come back unchanged.
-    folder = out / "runs" / BACKEND / "nllr" / "seed1"
+    folder = out / "runs" / BACKEND / "nllr" / "seed0"
     before = json.loads((folder / "metrics.json").read_text())
     log_before = (folder / "log.csv").read_text()
     (folder / "metrics.json").unlink()
     assert cli.main(args) == 0
-    assert [(c.loss, c.seed, c.resume) for c in calls] == [("nllr", 1, True)]
+    assert [(c.loss, c.seed, c.resume) for c in calls] == [("nllr", 0, True)]
     assert (folder / "log.csv").read_text() == log_before
     after = json.loads((folder / "metrics.json").read_text())
     assert after["test_accuracy"] == before["test_accuracy"]
