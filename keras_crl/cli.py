@@ -151,7 +151,12 @@ def _add_cluster_arguments(parser):
         "_NUM_PROCESSES, _PROCESS_ID); --devices and the batch size stay per process and "
         "global; process 0 writes the run folder, which all must be able to read",
     ).add_argument
-    add("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all")
+    add(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address, reachable by all; TensorFlow: every process's, "
+        "comma-separated in process order (process 0's first)",
+    )
     add(
         "--num-processes",
         type=int,
@@ -177,7 +182,7 @@ def cluster_from_args(args):
         return parallel.cluster_from_environment(timeout=args.cluster_timeout)
     if any(f is None for f in flags):
         raise ValueError("--coordinator, --num-processes and --process-id go together.")
-    return parallel.Cluster(*flags, timeout=args.cluster_timeout)
+    return parallel.Cluster.of(*flags, timeout=args.cluster_timeout)
 
 
 def build_parser():

@@ -5,7 +5,9 @@
 - TensorFlow: `tf.distribute.MirroredStrategy` over the devices of one
   process, with synchronized batch norm (see `for_training`). A process that
   sees only one CPU splits it into N logical CPUs, as JAX's
-  `--xla_force_host_platform_device_count=N` does.
+  `--xla_force_host_platform_device_count=N` does. Several processes:
+  `tf.distribute.MultiWorkerMirroredStrategy`, one device per process, from
+  every process's address (`Cluster.addresses`).
 - PyTorch: `torch.nn.parallel.DistributedDataParallel`, one process per
   device, started by `torchrun` (gloo on CPU, NCCL on GPUs). `keras-crl train
   --backend torch --devices N` starts torchrun itself.
@@ -50,6 +52,9 @@ class Cluster:
         process_id: This process's index, `0 <= process_id < num_processes`;
             process 0 is the chief.
         timeout: Seconds to wait for every process to join before failing.
+        addresses: Every process's `HOST:PORT`, in process order (the first
+            is the coordinator), or `()`. TensorFlow needs them all: each
+            process serves collectives at its own address.
 
     Example:
 
@@ -61,11 +66,26 @@ class Cluster:
     num_processes: int
     process_id: int
     timeout: float = 300.0
+    addresses: tuple = ()
+
+    @classmethod
+    def of(cls, addresses, num_processes, process_id, timeout=300.0):
+        """The `Cluster` of `addresses`: process 0's `HOST:PORT`, or every
+        process's, comma-separated in process order.
+
+        Example:
+
+        >>> Cluster.of("h0:1234,h1:1234", 2, 1).addresses
+        ('h0:1234', 'h1:1234')
+        """
+        listed = tuple(a.strip() for a in addresses.split(","))
+        return cls(listed[0], num_processes, process_id, timeout, listed if len(listed) > 1 else ())
 
     def __post_init__(self):
-        host, _, port = self.coordinator.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"The coordinator must be HOST:PORT. Received: {self.coordinator!r}")
+        for address in (self.coordinator, *self.addresses):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"An address must be HOST:PORT. Received: {address!r}")
         if not isinstance(self.num_processes, int) or self.num_processes < 1:
             raise ValueError(
                 f"num_processes must be a positive integer. Received: {self.num_processes!r}"
@@ -76,6 +96,14 @@ class Cluster:
             )
         if not self.timeout > 0:
             raise ValueError(f"timeout must be positive. Received: {self.timeout!r}")
+        if self.addresses and (
+            len(self.addresses) != self.num_processes or self.addresses[0] != self.coordinator
+        ):
+            raise ValueError(
+                f"{len(self.addresses)} addresses ({', '.join(self.addresses)}) for "
+                f"{self.num_processes} processes: list every process's HOST:PORT, process "
+                "0's first."
+            )
 
 
 # Keras' own variables (`keras.distribution.initialize` reads them too).
@@ -90,16 +118,17 @@ def cluster_from_environment(environ=None, timeout=300.0):
     """The `Cluster` Keras' `KERAS_DISTRIBUTION_*` variables describe, else `None`.
 
     `KERAS_DISTRIBUTION_JOB_ADDRESSES` may list every process's address
-    (comma-separated); the first is the coordinator.
+    (comma-separated; TensorFlow needs them all); the first is the coordinator.
 
     Example:
 
-    >>> cluster_from_environment({
+    >>> cluster = cluster_from_environment({
     ...     "KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234,10.0.0.2:1234",
     ...     "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
     ...     "KERAS_DISTRIBUTION_PROCESS_ID": "1",
     ... })
-    Cluster(coordinator='10.0.0.1:1234', num_processes=2, process_id=1, timeout=300.0)
+    >>> cluster.coordinator, cluster.num_processes, cluster.process_id
+    ('10.0.0.1:1234', 2, 1)
     """
     environ = os.environ if environ is None else environ
     values = [environ.get(name) for name in ENVIRONMENT]
@@ -112,7 +141,7 @@ def cluster_from_environment(environ=None, timeout=300.0):
             f"missing: {', '.join(missing)}."
         )
     addresses, count, index = values
-    return Cluster(addresses.split(",")[0].strip(), int(count), int(index), timeout)
+    return Cluster.of(addresses, int(count), int(index), timeout)
 
 
 _JOINED = []  # the Cluster this process joined
@@ -125,12 +154,17 @@ def join(cluster):
     it cannot be undone. JAX: `jax.distributed.initialize` with the
     coordinator, process count and index, as `keras.distribution.initialize`
     calls it (here directly, to bound the wait with `initialization_timeout`).
+    TensorFlow: a `MultiWorkerMirroredStrategy` over `cluster.addresses`, one
+    device per process, which `data_parallel` then enters; each process
+    serves at its own address.
 
     If the processes have not all joined within `cluster.timeout` seconds (the
     coordinator unreachable, fewer processes started than `num_processes`),
     the process ends with exit status 2 and one line on stderr naming the
     coordinator: the engine's own failure at that point is an abort from C++
-    that no Python code can catch, with no address in it.
+    that no Python code can catch, with no address in it. (TensorFlow: a
+    `ValueError` naming it and the addresses that did not answer, raised
+    before TensorFlow starts waiting, which it does holding the interpreter.)
 
     Args:
         cluster: A `Cluster`, or `None` (one process).
@@ -144,31 +178,43 @@ def join(cluster):
     backend = keras.backend.backend()
     if backend == "torch" and launched_by_torchrun():
         return  # torchrun has joined the machines (`torchrun_command`)
-    if backend != "jax":
+    if backend == "torch":
         raise ValueError(
-            f"Several processes on {backend}: "
-            + (
-                "start them with torchrun (`keras-crl train` does, see torchrun_command)."
-                if backend == "torch"
-                else "not implemented yet (JAX and torch only)."
-            )
+            "Several processes on torch: start them with torchrun "
+            "(`keras-crl train` does, see torchrun_command)."
         )
-    import jax
-
+    if backend not in ("jax", "tensorflow"):
+        raise ValueError(f"Several processes on {backend}: not implemented (JAX, TF, torch only).")
+    if backend == "tensorflow" and not cluster.addresses:
+        raise ValueError(
+            "Several processes on tensorflow: MultiWorkerMirroredStrategy needs every "
+            f"process's address, not only the coordinator's ({cluster.coordinator}): "
+            "--coordinator HOST0:PORT0,HOST1:PORT1,... (process order, the same on every "
+            "process) or KERAS_DISTRIBUTION_JOB_ADDRESSES listing them all."
+        )
     message = (
         f"process {cluster.process_id} of {cluster.num_processes} could not join the "
         f"cluster at coordinator {cluster.coordinator} within {cluster.timeout:g} s: is "
         f"process 0 running there, reachable from here, and are all {cluster.num_processes} "
         "processes started with the same --num-processes?"
     )
+    if backend == "tensorflow":
+        _meet(cluster, message)
     with _deadline(cluster.timeout, message):
-        jax.distributed.initialize(
-            coordinator_address=cluster.coordinator,
-            num_processes=cluster.num_processes,
-            process_id=cluster.process_id,
-            # Ours (above) fires first, with the address in its message.
-            initialization_timeout=int(cluster.timeout) + 30,
-        )
+        if backend == "tensorflow":
+            _TF_STRATEGY.append(_multi_worker_strategy(cluster))
+            # The first collective returns once every process has joined.
+            _tf_all_sum(1.0)
+        else:
+            import jax
+
+            jax.distributed.initialize(
+                coordinator_address=cluster.coordinator,
+                num_processes=cluster.num_processes,
+                process_id=cluster.process_id,
+                # Ours (above) fires first, with the address in its message.
+                initialization_timeout=int(cluster.timeout) + 30,
+            )
     # (keras.distribution.initialize then agrees on a global seed for Keras'
     # random streams; nothing here draws from them: make_deterministic seeds.)
     _JOINED.append(cluster)
@@ -194,6 +240,99 @@ def _deadline(seconds, message):
         done.set()
 
 
+def _meet(cluster, message):
+    """Returns once every other process of `cluster` answers at its address,
+    within `cluster.timeout` seconds, else raises `ValueError(message)`.
+
+    TensorFlow waits for the other processes inside C++ code that holds the
+    interpreter, so no watchdog thread (`_deadline`) can run meanwhile: the
+    processes first meet here, each listening at its own address (where
+    TensorFlow then serves) until it has reached all the others.
+    """
+    import socket
+    import time
+
+    own = cluster.addresses[cluster.process_id].rpartition(":")[2]
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", int(own)))
+        listener.listen(cluster.num_processes)
+    except OSError as error:
+        listener.close()
+        raise ValueError(
+            f"process {cluster.process_id} cannot listen at its address "
+            f"{cluster.addresses[cluster.process_id]}: {error}"
+        ) from None
+    end = time.monotonic() + cluster.timeout
+    waiting = [a for i, a in enumerate(cluster.addresses) if i != cluster.process_id]
+    try:
+        while waiting:
+            host, _, port = waiting[0].rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                waiting.pop(0)
+            except OSError:
+                if time.monotonic() > end:
+                    raise ValueError(f"{message} (no answer at {', '.join(waiting)})") from None
+                time.sleep(0.1)
+    finally:
+        listener.close()
+
+
+_TF_STRATEGY = []  # the MultiWorkerMirroredStrategy of the cluster joined
+
+
+def _multi_worker_strategy(cluster):
+    """A `MultiWorkerMirroredStrategy` over `cluster`, one device per process,
+    that distributes each process's dataset as it is.
+
+    Keras' TensorFlow trainer hands every dataset to
+    `experimental_distribute_dataset`, which would split each batch again
+    into one piece per replica of the whole cluster and shard the pieces over
+    the processes; here every process already feeds exactly its own share of
+    the global batch (`shard`), so the dataset goes through
+    `distribute_datasets_from_function`, which neither rebatches nor shards.
+    """
+    import tensorflow as tf
+
+    class OwnShards(tf.distribute.MultiWorkerMirroredStrategy):
+        def experimental_distribute_dataset(self, dataset, options=None):
+            return self.distribute_datasets_from_function(lambda _: dataset, options)
+
+        def reduce(self, reduce_op, value, axis):
+            # Keras 3's trainer reduces across workers what this strategy
+            # does not take: a structure (the first batch, for its shapes),
+            # and each replica's scalar logs over axis 0 (tensorflow#72388;
+            # the mean over the replicas is meant). One leaf at a time.
+            def one(leaf):
+                scalar = all(v.shape.rank == 0 for v in self.experimental_local_results(leaf))
+                return super(OwnShards, self).reduce(reduce_op, leaf, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": list(cluster.addresses)}),
+        task_type="worker",
+        task_id=cluster.process_id,
+        num_accelerators={"GPU": 1} if gpus else {},
+        rpc_layer="grpc",
+    )
+    return OwnShards(cluster_resolver=resolver)
+
+
+def _tf_all_sum(value):
+    """`value` summed over the processes of the TensorFlow cluster (a collective)."""
+    import tensorflow as tf
+
+    strategy = _TF_STRATEGY[0]
+    total = strategy.reduce(
+        "SUM", strategy.run(lambda: tf.constant(float(value), tf.float32)), axis=None
+    )
+    return float(total)
+
+
 def process_index_and_count():
     """`(index, count)` of this process among those training together.
 
@@ -215,6 +354,8 @@ def process_index_and_count():
         return 0, 1
     if backend == "torch":
         return _torch_world()
+    if _TF_STRATEGY:
+        return _JOINED[0].process_id, _JOINED[0].num_processes
     return 0, 1
 
 
@@ -334,6 +475,15 @@ def data_parallel(devices):
     backend = keras.backend.backend()
     if backend == "jax" and process_index_and_count()[1] > 1:
         with _jax_cluster_parallel(devices):
+            yield
+        return
+    if backend == "tensorflow" and _TF_STRATEGY:
+        if devices != 1:
+            raise ValueError(
+                f"devices={devices}: TensorFlow across processes trains on one device per "
+                "process (start one process per device, e.g. with CUDA_VISIBLE_DEVICES)."
+            )
+        with _TF_STRATEGY[0].scope():
             yield
         return
     if devices == 1 and not _torch_several_machines():
@@ -495,8 +645,14 @@ def alone():
     JAX with several processes: outside the cluster-wide distribution, where
     creating a variable (Keras' `save_weights` makes a throwaway optimizer)
     is a collective that the other processes would never join. Reading the
-    replicated weights needs no other process.
+    replicated weights needs no other process. TensorFlow across processes:
+    a variable created in the body is created in a thread of its own, outside
+    the strategy's scope (which belongs to the thread that entered it).
     """
+    if _TF_STRATEGY:
+        with _tf_variables_outside_strategy():
+            yield
+        return
     if keras.backend.backend() != "jax" or process_index_and_count()[1] == 1:
         yield
         return
@@ -508,11 +664,28 @@ def alone():
         keras.distribution.set_distribution(previous)
 
 
+@contextlib.contextmanager
+def _tf_variables_outside_strategy():
+    import tensorflow as tf
+
+    def create(next_creator, **kwargs):
+        made = []
+        thread = threading.Thread(target=lambda: made.append(tf.Variable(**kwargs)))
+        thread.start()
+        thread.join()
+        return made[0]
+
+    with tf.variable_creator_scope(create):
+        yield
+
+
 def barrier():
     """Waits for every process (a no-op in a single process)."""
     if process_index_and_count()[1] == 1:
         return
-    if keras.backend.backend() == "jax":
+    if _TF_STRATEGY:
+        _tf_all_sum(0.0)
+    elif keras.backend.backend() == "jax":
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("keras_crl.parallel.barrier")
@@ -520,6 +693,25 @@ def barrier():
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def checks_epoch_ends_only(checkpoint_steps, checkpoint_seconds, start_step):
+    """Raises unless the run checkpoints at epoch ends only, when TensorFlow
+    trains across processes.
+
+    There, a metric total is all-reduced over the processes whenever it is
+    read, so a checkpoint inside an epoch (which holds the totals) would be a
+    collective that only the chief joins, and restoring totals into every
+    process would count them once per process.
+    """
+    if not _TF_STRATEGY or not (checkpoint_steps or checkpoint_seconds or start_step):
+        return
+    raise ValueError(
+        "TensorFlow across processes checkpoints at epoch ends only: pass "
+        "--checkpoint-every epoch (checkpoint_steps=None, checkpoint_seconds=None), "
+        "and resume from an epoch-end state.npz"
+        + (f" (this one stops at step {start_step} of an epoch)." if start_step else ".")
+    )
 
 
 def for_training(model):

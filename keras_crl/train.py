@@ -362,6 +362,7 @@ def _train(config, recipe, run_dir, callbacks):
     resuming = config.resume and state_path.exists()
     if resuming:
         initial_epoch, start_step = run_folder.state_position(state_path)
+    parallel.checks_epoch_ends_only(config.checkpoint_steps, config.checkpoint_seconds, start_step)
 
     # Split across devices or processes, every batch must divide evenly: the
     # last partial batch is dropped (metrics.json counts the test images).

@@ -515,6 +515,33 @@ MUTANTS = [
         backend=None,
     ),
     Mutant(
+        "TensorFlow processes rebatch and shard their own shares again",
+        "keras_crl/parallel.py",
+        "        def experimental_distribute_dataset(self, dataset, options=None):\n"
+        "            return self.distribute_datasets_from_function(lambda _: dataset, options)\n",
+        "",
+        ("tests/cross_backend/test_multi_host.py::test_two_processes_train_as_one[tensorflow]",),
+        backend=None,
+    ),
+    Mutant(
+        "TensorFlow processes left waiting inside TensorFlow for a missing one",
+        "keras_crl/parallel.py",
+        "        _meet(cluster, message)\n",
+        "        pass\n",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address[tensorflow]",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "TensorFlow processes checkpoint inside epochs",
+        "keras_crl/parallel.py",
+        "    if not _TF_STRATEGY or not (checkpoint_steps or checkpoint_seconds or start_step):",
+        "    if True:",
+        ("tests/test_cli.py::test_tensorflow_processes_checkpoint_at_epoch_ends_only",),
+    ),
+    Mutant(
         "torch nodes started each on its own",
         "keras_crl/parallel.py",
         '    if cluster is None:\n        where = ["--standalone"]',
@@ -642,7 +669,9 @@ def failed_guards(mutant, tree, report):
     caught = []
     for guard in mutant.guards:
         file, _, test = guard.partition("::")
-        module, test = file.removesuffix(".py"), test.split("::")[-1]
+        # A guard may name one parameter ("test_x[tensorflow]"); the report
+        # names the test without it.
+        module, test = file.removesuffix(".py"), test.split("::")[-1].split("[")[0]
         if any(path.startswith(module) and (not test or name == test) for path, name in failing):
             caught.append(guard)
     return caught

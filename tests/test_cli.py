@@ -1,5 +1,6 @@
 """The keras-crl command line."""
 
+import dataclasses
 import json
 import os
 import re
@@ -190,12 +191,33 @@ def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing: KERAS_DISTRIBUTION_PROCESS_ID" in err and len(err.splitlines()) == 1, err
     monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
-    assert cli.cluster_from_args(parse(["train"])) == expected
+    every = ("10.0.0.1:1234", "10.0.0.2:1234")
+    assert cli.cluster_from_args(parse(["train"])) == dataclasses.replace(expected, addresses=every)
+    # The flag takes every address too (TensorFlow needs them).
+    listed = cluster_flags(",".join(every), 2, 1)
+    assert cli.cluster_from_args(parse(listed)) == dataclasses.replace(expected, addresses=every)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="joins a cluster elsewhere")
-def test_several_processes_on_tensorflow_are_a_one_line_error(tmp_path, capsys):
+def test_tensorflow_processes_need_every_address_one_line_error(tmp_path, capsys):
     assert cli.main([*cluster_flags("localhost:1", 2, 0), "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "Several processes on tensorflow: not implemented yet" in err, err
+    assert "needs every process's address, not only the coordinator's (localhost:1)" in err, err
     assert len(err.splitlines()) == 1
+    # Fewer addresses than processes: named before anything starts.
+    flags = cluster_flags("localhost:1,localhost:2", 3, 0)
+    assert cli.main([*flags, "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "2 addresses (localhost:1, localhost:2) for 3 processes" in err, err
+
+
+def test_tensorflow_processes_checkpoint_at_epoch_ends_only(monkeypatch):
+    # Joined to a TensorFlow cluster (stood in for), a checkpoint inside an
+    # epoch would read the metric totals, a collective only the chief joins.
+    from keras_crl import parallel
+
+    monkeypatch.setattr(parallel, "_TF_STRATEGY", [object()])
+    parallel.checks_epoch_ends_only(None, None, 0)
+    for steps, seconds, start_step in ((500, None, 0), (None, 600.0, 0), (None, None, 3)):
+        with pytest.raises(ValueError, match="--checkpoint-every epoch"):
+            parallel.checks_epoch_ends_only(steps, seconds, start_step)

@@ -2,7 +2,8 @@
 
 Two processes on localhost, each one device, run the same `keras-crl train`
 command (`--coordinator localhost:PORT --num-processes 2`, differing only in
-`--process-id`) in `multi_host_worker.py`, which records what each process
+`--process-id`; TensorFlow: `--coordinator localhost:PORT0,localhost:PORT1`,
+every process's address) in `multi_host_worker.py`, which records what each process
 fed `fit` and `evaluate` and which run-folder files it wrote, then resumes the
 run for one more epoch. A third process trains the same three epochs alone.
 The tests compare the run folders and judge the recordings.
@@ -25,7 +26,7 @@ RTOL = 1e-5
 # torch: lr 0, as in test_multi_device.py (each process normalises its share
 # with its own batch statistics, so only the batch norm moving mean can equal
 # one process's).
-LR = {"jax": "0.02", "torch": "0"}
+LR = {"jax": "0.02", "torch": "0", "tensorflow": "0.02"}
 # 64 training images in batches of 16 (8 per process): 4 steps an epoch; two
 # epochs, then one more resumed. A constant learning rate: the recipe's
 # milestones scale with --epochs, which the resumed run changes.
@@ -50,10 +51,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cluster(port, process_id, count=2, timeout=60):
+def addresses(backend, port):
+    """`--coordinator`: process 0's address; TensorFlow: both processes'."""
+    if backend == "tensorflow":
+        return f"localhost:{port},localhost:{free_port()}"
+    return f"localhost:{port}"
+
+
+def cluster(address, process_id, count=2, timeout=60):
     return [
         "--coordinator",
-        f"localhost:{port}",
+        address,
         "--num-processes",
         str(count),
         "--process-id",
@@ -102,23 +110,27 @@ def torchrun(port, process_id, worker_args):
     ]
 
 
-@pytest.fixture(scope="module", params=["jax", "torch"])
+@pytest.fixture(scope="module", params=["jax", "torch", "tensorflow"])
 def two_processes(request, tmp_path_factory):
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"multihost-{backend}")
     train = [*TRAIN, "--backend", backend, "--lr", LR[backend], "--run-dir", str(tmp / "multi")]
+    if backend == "tensorflow":
+        # Across TensorFlow processes, checkpoints at epoch ends only.
+        train += ["--checkpoint-every", "epoch"]
     env = dict(ENV, KERAS_BACKEND=backend)
 
     def process(i, port, resume_epochs, *extra):
-        args = [str(tmp / f"p{i}.npz"), resume_epochs, *train, *extra, *cluster(port, i)]
+        args = [str(tmp / f"p{i}.npz"), resume_epochs, *train, *extra, *cluster(where[port], i)]
         if backend == "torch":
             # One process per machine under torchrun, as the command starts it.
             return torchrun(port, i, args)
         return [sys.executable, "-m", "tests.cross_backend.multi_host_worker", *args]
 
-    # JAX resumes in the same processes; torch in a second launch (a process
-    # joins one torch process group only once).
+    # JAX and TensorFlow resume in the same processes; torch in a second
+    # launch (a process joins one torch process group only once).
     port, resume = free_port(), "0" if backend == "torch" else "3"
+    where = {port: addresses(backend, port)}  # --coordinator, the same for both
     alone = [
         sys.executable,
         "-m",
@@ -132,6 +144,7 @@ def two_processes(request, tmp_path_factory):
     results = run_together([process(0, port, resume), process(1, port, resume), alone], env)
     if backend == "torch":
         port = free_port()
+        where[port] = addresses(backend, port)
         again = [process(i, port, "0", "--resume", "--epochs", "3") for i in (0, 1)]
         resumed = run_together(again, env)
         results[:2] = [
@@ -242,16 +255,21 @@ def test_only_the_chief_writes_the_run_folder(two_processes):
 # Failing in bounded time, naming the coordinator.
 
 
-@pytest.mark.parametrize("backend", ["jax"])
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_a_missing_coordinator_or_process_fails_in_time_naming_the_address(backend, tmp_path):
     # Process 1 of 2 with nobody at the coordinator's address, and process 0
     # of 2 whose partner never starts: both give up after --cluster-timeout 3
-    # (the engines' defaults: minutes).
+    # (the engines' defaults: minutes; TensorFlow's: forever).
     ports = free_port(), free_port()
     command = [sys.executable, "-m", "keras_crl.cli", *TRAIN, "--backend", backend]
     results = run_together(
         [
-            [*command, "--run-dir", str(tmp_path / f"run{i}"), *cluster(port, i, timeout=3)]
+            [
+                *command,
+                "--run-dir",
+                str(tmp_path / f"run{i}"),
+                *cluster(addresses(backend, port), i, timeout=3),
+            ]
             for i, port in enumerate(ports)
         ],
         dict(ENV, KERAS_BACKEND=backend),
