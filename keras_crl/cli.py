@@ -215,11 +215,10 @@ def build_parser():
     )
     train.add_argument(
         "--checkpoint-every",
-        default=CHECKPOINT_EVERY,
         metavar="EVERY",
         help="also checkpoint inside epochs: every N steps (500), every duration of training "
         "(30s, 10min, 1h), both (500,10min), or only at epoch ends (epoch); "
-        f"default {CHECKPOINT_EVERY}",
+        f"default {CHECKPOINT_EVERY} (epoch for TensorFlow across processes)",
     )
     train.add_argument(
         "--keep-checkpoints",
@@ -310,7 +309,9 @@ def config_from_args(args, run_dir):
         options["workers"] = args.data_workers
     run = {}
     if hasattr(args, "checkpoint_every"):
-        run["checkpoint_steps"], run["checkpoint_seconds"] = parse_every(args.checkpoint_every)
+        run["checkpoint_steps"], run["checkpoint_seconds"] = parse_every(
+            args.checkpoint_every or CHECKPOINT_EVERY
+        )
         if args.keep_checkpoints < 1:
             raise ValueError(f"--keep-checkpoints {args.keep_checkpoints}: expected 1 or more.")
         run["keep_checkpoints"] = args.keep_checkpoints
@@ -413,6 +414,9 @@ def run_train(args, argv):
         f"{keras.backend.backend()}-s{args.seed}"
     )
     config = config_from_args(args, run_dir)
+    if cluster and keras.backend.backend() == "tensorflow" and args.checkpoint_every is None:
+        # It checkpoints at epoch ends only (parallel.checks_epoch_ends_only).
+        config = dataclasses.replace(config, checkpoint_steps=None, checkpoint_seconds=None)
     parallel.join(cluster)
     metrics = train(config)
     if not parallel.is_chief():

@@ -115,9 +115,6 @@ def two_processes(request, tmp_path_factory):
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"multihost-{backend}")
     train = [*TRAIN, "--backend", backend, "--lr", LR[backend], "--run-dir", str(tmp / "multi")]
-    if backend == "tensorflow":
-        # Across TensorFlow processes, checkpoints at epoch ends only.
-        train += ["--checkpoint-every", "epoch"]
     env = dict(ENV, KERAS_BACKEND=backend)
 
     def process(i, port, resume_epochs, *extra):
