@@ -247,10 +247,12 @@ def build_parser():
 
     study = sub.add_parser(
         "study",
-        help="CE vs NLLR vs CRL over seeds (and backends, alpha x beta): report.md with plots",
+        help="CRL vs CE, NLLR, label smoothing, focal loss and your own losses, over seeds "
+        "(and backends, alpha x beta): report.md with plots",
         description="Trains every loss with every seed (default 8) on each backend (each in its "
         "own process) and writes report.md: test accuracy (best-on-validation weights) as mean "
-        "± std, paired differences to cross-entropy, training curves and time. On the bundled "
+        "± std, paired differences to cross-entropy and of the authors' CRL to each other loss, "
+        "training curves and time. On the bundled "
         "digits the defaults are 30 epochs, batch 64, lr 0.05. Rerun the same command to "
         "resume: finished runs are skipped.",
     )
@@ -272,7 +274,11 @@ def build_parser():
         action="store_true",
         help="also alpha in {0, 0.5, 1} x beta in {0, 0.25, 0.5, 0.75, 1}, with a heat map",
     )
-    add("--quick", action="store_true", help="2 seeds, 8 epochs: a check in under two minutes")
+    add(
+        "--quick",
+        action="store_true",
+        help="2 seeds, 8 epochs: a smoke check of the whole pipeline",
+    )
     add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
     return parser
 

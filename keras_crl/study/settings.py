@@ -45,7 +45,7 @@ DIGITS_DEFAULTS = {"batch_size": 64, "learning_rate": 0.05, "epochs": 30}
 # half-width t_7 * 1.2 / sqrt(8) = 1.0), and 7 losses x 8 seeds x 3
 # backends stay near 22 minutes on 2 cores.
 FULL_SEEDS = 8
-# --quick: a smoke run of the whole pipeline in under two minutes; two seeds
+# --quick: a smoke run of the whole pipeline (14 short runs); two seeds
 # are the fewest that give a spread.
 QUICK = {"epochs": 8, "seeds": 2}
 
