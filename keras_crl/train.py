@@ -251,6 +251,12 @@ class OneHotTargets(keras.losses.Loss):
     Args:
         loss: A `keras.losses.Loss` (its per-sample `call` and reduction are
             used) or a function of `(targets, y_pred)`.
+
+    Example:
+
+    >>> loss = OneHotTargets(keras.losses.CategoricalCrossentropy(from_logits=True))
+    >>> round(float(loss([0], [[2.0, 0.0]])), 4)  # log(1 + exp(-2))
+    0.1269
     """
 
     def __init__(self, loss):
@@ -261,6 +267,7 @@ class OneHotTargets(keras.losses.Loss):
         self.loss = loss
 
     def call(self, y_true, y_pred):
+        y_pred = keras.ops.convert_to_tensor(y_pred)
         labels = keras.ops.cast(y_true, "int32")
         if len(labels.shape) == len(y_pred.shape):
             labels = keras.ops.squeeze(labels, -1)
