@@ -546,9 +546,10 @@ def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
         exps = ops.exp(logits - top)
         total = ops.sum(exps, axis=-1)
         competing = ops.sum(ops.where(is_label, 0.0, exps), axis=-1)
-        log_total = ops.log(total) + ops.squeeze(top, -1)
+        log_total_shifted = ops.log(total)
+        log_total = log_total_shifted + ops.squeeze(top, -1)
         log_label = _take(logits, index) - log_total
-        log_ratio = ops.log(competing) - log_label - ops.log(total)
+        log_ratio = ops.log(competing) - log_label - log_total_shifted
         rest = competing / total
         active = log_ratio > floor
         losses = _ratio_loss(log_ratio, alpha, beta, epsilon)

@@ -11,7 +11,6 @@ under torchrun). The tests judge the recordings and compare the two run
 folders.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from keras_crl.run_folder import read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -248,12 +249,6 @@ def compare_run_folders(dirs):
         # 2 epochs x 64 / 16 steps.
         assert int(states[d]["o0"]) == 8 and int(states[d]["epoch"]) == 2
     return metrics, states
-
-
-def read_log(path):
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: np.array([float(row[k]) for row in rows]) for k in rows[0]}
 
 
 def test_train_command_with_two_devices_equals_one(two_devices):

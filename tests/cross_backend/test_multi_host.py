@@ -9,7 +9,6 @@ run for one more epoch. A third process trains the same three epochs alone.
 The tests compare the run folders and judge the recordings.
 """
 
-import csv
 import os
 import socket
 import subprocess
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from keras_crl.run_folder import read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
@@ -178,12 +179,6 @@ def test_each_process_feeds_its_half_of_every_global_batch(two_processes):
         np.testing.assert_array_equal(np.concatenate(halves), alone)
         # Every call (the resumed fit, the test set): 8 images a process.
         assert {len(batch) for p in ("p0", "p1") for batch in fed(r[p], kind)} == {8}
-
-
-def read_log(path):
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: np.array([float(row[k]) for row in rows]) for k in rows[0]}
 
 
 def test_two_processes_train_as_one(two_processes):
