@@ -16,6 +16,7 @@ import re
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_crl._keras_compat import get_keras_mask
@@ -467,6 +468,12 @@ keras.saving.register_keras_serializable(package="keras_crl")(negative_log_likel
 # [epsilon, 1 - epsilon].
 
 
+# On torch, `_sparse_logits_loss` runs the same ops in native PyTorch
+# (`_torch_kernels`, for eager speed and memory); tests switch this off to
+# check that both give the same bits.
+_NATIVE_TORCH = True
+
+
 def _sparse_loss(labels, y_pred, alpha, beta, from_logits, label_smoothing, ignore_class, epsilon):
     num_classes = y_pred.shape[-1]
     if _is_float(labels.dtype):
@@ -538,6 +545,10 @@ def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
     """
     num_classes = logits.shape[-1]
     floor = math.log(epsilon) - math.log1p(-epsilon)  # d >= floor: p_y <= 1 - epsilon
+    if keras.backend.backend() == "torch" and _NATIVE_TORCH:
+        from keras_crl import _torch_kernels
+
+        return _torch_kernels.sparse_logits_loss(index, logits, alpha, beta, floor)
 
     @ops.custom_gradient
     def loss_and_grad(logits):
@@ -795,7 +806,9 @@ def _check_labels_eagerly(labels, num_classes, ignore_class):
         return False
     if _size(labels) == 0:
         return True
-    values = ops.convert_to_numpy(labels)
+    values = np.asarray(labels)  # a view of a CPU tensor's memory, no copy
+    if ignore_class is None and values.min() >= 0 and values.max() < num_classes:
+        return True  # the common case in two reductions, no B-sized temporaries
     bad = (values < 0) | (values >= num_classes)
     if ignore_class is not None:
         bad &= values != ignore_class

@@ -52,6 +52,8 @@ MUTANTS = [
             "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
             "tests/test_losses.py::TestNumerics::test_value_and_gradient_match_formula_in_float32",
         ),
+        # On torch the native kernel (_torch_kernels) runs instead.
+        backend="jax",
     ),
     Mutant(
         "CRL from logits via 1 - softmax, one-hot targets",
@@ -83,6 +85,15 @@ MUTANTS = [
         "    log_ratio = ops.maximum(log_ratio, math.log(epsilon) - math.log1p(-epsilon))",
         "    log_ratio = log_ratio",
         ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        # On torch the native kernel (_torch_kernels) runs instead.
+        backend="jax",
+    ),
+    Mutant(
+        "native torch kernel: epsilon clamp removed from the value",
+        "keras_crl/_torch_kernels.py",
+        "        d = torch.clamp(log_ratio, min=floor)",
+        "        d = log_ratio",
+        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
     ),
     Mutant(
         "epsilon clamp removed from the gradient, logits and one-hot targets",
@@ -97,6 +108,8 @@ MUTANTS = [
         "        scale = ops.where(active, 1.0 + beta * label_p / (alpha + rest), 0.0)",
         "        scale = 1.0 + beta * label_p / (alpha + rest)",
         ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        # On torch the native kernel (_torch_kernels) runs instead.
+        backend="jax",
     ),
     Mutant(
         "closed-form gradient with p_y - 1 formed in float32, integer labels",
@@ -104,6 +117,32 @@ MUTANTS = [
         "            delta = ops.where(is_label, -ops.expand_dims(rest, -1), probs)",
         "            delta = ops.where(is_label, probs - 1.0, probs)",
         ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+        # On torch the native kernel (_torch_kernels) runs instead.
+        backend="jax",
+    ),
+    Mutant(
+        "native torch kernel: gradient with p_y - 1 formed in float32",
+        "keras_crl/_torch_kernels.py",
+        "        grad.scatter_(-1, index, -rest.unsqueeze(-1))",
+        "        grad.scatter_add_(-1, index, torch.full_like(rest.unsqueeze(-1), -1.0))",
+        (
+            "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
+            "tests/test_losses.py::TestNativeTorchKernel::test_same_bits_as_keras_ops",
+        ),
+    ),
+    Mutant(
+        "native torch kernel: epsilon clamp removed from the gradient",
+        "keras_crl/_torch_kernels.py",
+        "        scale = torch.where(log_ratio > floor, scale, 0.0)",
+        "        scale = scale",
+        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+    ),
+    Mutant(
+        "native torch kernel switched off",
+        "keras_crl/losses.py",
+        "_NATIVE_TORCH = True",
+        "_NATIVE_TORCH = False",
+        ("tests/test_losses.py::TestNativeTorchKernel::test_the_native_kernel_runs",),
     ),
     Mutant(
         "closed-form gradient with the others' sum as total minus own, soft targets",

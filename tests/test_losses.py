@@ -470,6 +470,46 @@ class TestNumerics:
         assert ref < 2.0
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the native PyTorch kernel serves torch only")
+class TestNativeTorchKernel:
+    """`_torch_kernels` is `_sparse_logits_loss` in native PyTorch: same bits."""
+
+    @pytest.mark.parametrize("alpha,beta", [(0.0, 0.25), (0.0, 1.0), (1.0, 1.0), (0.1, 0.5)])
+    def test_same_bits_as_keras_ops(self, alpha, beta, monkeypatch):
+        rng = np.random.default_rng(7)
+        batches = [
+            (logits_with_p_y(TestNumerics.P_Y), np.full(len(TestNumerics.P_Y), 3)),
+            (rng.normal(size=(64, 100)).astype("float32"), rng.integers(0, 100, 64)),
+            (rng.normal(scale=40, size=(32, 7)).astype("float32"), rng.integers(0, 7, 32)),
+        ]
+
+        def run(logits, labels):
+            return value_and_grad(
+                lambda z: competing_ratio_loss(labels, z, alpha=alpha, beta=beta, from_logits=True),
+                logits,
+            )
+
+        native = [run(*batch) for batch in batches]
+        monkeypatch.setattr(losses_module, "_NATIVE_TORCH", False)
+        for (value, grad), batch in zip(native, batches):
+            ops_value, ops_grad = run(*batch)
+            np.testing.assert_array_equal(value, ops_value)
+            np.testing.assert_array_equal(grad, ops_grad)
+
+    def test_the_native_kernel_runs(self, monkeypatch):
+        from keras_crl import _torch_kernels
+
+        calls = []
+        kernel = _torch_kernels.sparse_logits_loss
+        monkeypatch.setattr(
+            _torch_kernels,
+            "sparse_logits_loss",
+            lambda *args: calls.append(1) or kernel(*args),
+        )
+        CompetingRatioLoss(from_logits=True)(LABELS, LOGITS)
+        assert calls
+
+
 # --------------------------------------------------------------------------
 # The Loss class: reductions, weights, masks, config.
 
