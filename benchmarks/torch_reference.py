@@ -60,9 +60,21 @@ def authors_crl(logits, labels, beta=0.25, eps=1e-7):
 
 
 def make_step(
-    batch_size=64, num_classes=10, loss="crl", device="cpu", mixed_precision=False, seed=0
+    batch_size=64,
+    num_classes=10,
+    loss="crl",
+    device="cpu",
+    mixed_precision=False,
+    seed=0,
+    compiled=False,
 ):
-    """Returns `(step, model)`: `step()` runs one SGD step on a fixed batch."""
+    """Returns `(step, model)`: `step()` runs one SGD step on a fixed batch.
+
+    `compiled=True` runs the forward pass and the loss through
+    `torch.compile` (default mode; the backward is compiled with it, the
+    optimizer step stays eager). The first step then compiles (tens of
+    seconds on a CPU).
+    """
     torch.manual_seed(seed)
     model = ResNet18(num_classes).to(device).train()
     if device != "cpu":
@@ -73,11 +85,17 @@ def make_step(
     criterion = authors_crl if loss == "crl" else F.cross_entropy
     use_amp = mixed_precision and device != "cpu"
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def forward():
         with torch.autocast(device_type=device.split(":")[0], enabled=use_amp):
             logits = model(x)
-        value = criterion(logits.float(), y)
+        return criterion(logits.float(), y)
+
+    if compiled:
+        forward = torch.compile(forward)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        value = forward()
         value.backward()
         opt.step()
         return value

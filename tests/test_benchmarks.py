@@ -69,8 +69,12 @@ def test_markdown_from_synthetic_results(run):
                     ce_s=1.0,
                     torch_s=1.0,
                     first_step_s=[1.0, 1.0],
+                    gpu=False,
                     crl_vs_ce=1.0,
                     speed_vs_torch=1.0,
+                    torch_compiled=True,
+                    torch_compiled_s=0.9,
+                    speed_vs_torch_compiled=0.9,
                     images_per_s=2.0,
                     torch_images_per_s=2.0,
                 )
@@ -98,8 +102,30 @@ def test_markdown_from_synthetic_results(run):
         results=results,
         summary=run.summarize(results, "quick"),
     )
-    assert report["summary"]["loss/torch"]["verdict"] == "missed"
-    assert report["summary"]["train/torch"]["verdict"] == "met"
-    assert report["summary"]["pipeline"]["verdict"] == "met"
+    summary = report["summary"]
+    assert summary["loss_torch_integer/torch"]["verdict"] == "missed"  # 2.0 > 1.5
+    assert "loss_torch_one_hot/torch" not in summary  # not measured
+    assert summary["train/torch"]["verdict"] == "met"
+    assert summary["vs_torch/torch"]["verdict"] == "met"  # 1.0 >= 0.90
+    assert summary["vs_torch_best"]["verdict"] == "missed"  # 1.0 < 1.10
+    assert summary["pipeline"]["verdict"] == "met"
     text = run.markdown(report)
     assert "| torch | 2x3 | integer | eager |" in text and "## 5. Input pipeline" in text
+    assert "| torch | eager (CLI) | 2 |" in text and "| 0.90x |" in text
+
+
+def test_the_cli_mode_is_keras_auto(run):
+    assert run.cli_mode("tensorflow", gpu=False) == "graph"
+    assert run.cli_mode("tensorflow", gpu=True) == "jit"
+    assert run.cli_mode("jax", gpu=False) == "jit"
+    assert run.cli_mode("torch", gpu=True) == "eager"
+
+
+def test_the_cli_mode_is_what_keras_auto_resolves_to_here(run):
+    # `keras-crl train --jit auto` passes jit_compile="auto" to compile.
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse", jit_compile="auto")
+    compiled = run.cli_mode(keras.backend.backend(), gpu=False) == "jit"
+    assert bool(model.jit_compile) == compiled
