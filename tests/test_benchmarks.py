@@ -129,3 +129,24 @@ def test_the_cli_mode_is_what_keras_auto_resolves_to_here(run):
     model.compile(loss="mse", jit_compile="auto")
     compiled = run.cli_mode(keras.backend.backend(), gpu=False) == "jit"
     assert bool(model.jit_compile) == compiled
+
+
+def test_gaps_reproduction_runs_on_this_backend():
+    # benchmarks/gaps.py, the per-layer reproductions the README cites, at
+    # tiny shapes: each layer's row is there and names its mode.
+    import subprocess
+    import sys
+
+    import keras
+
+    backend = keras.backend.backend()
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "gaps.py"), "--quick"]
+        + ["--backends", backend, "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for layer in ("conv", "batch_norm"):
+        assert f"| {backend} | " in out.stdout and f" | {layer} | " in out.stdout
