@@ -105,10 +105,8 @@ def torch_step(layer_name, shape):
 
 def worker(backend, shape, repeats):
     import keras
-    import torch
 
     assert keras.backend.backend() == backend
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     modes = {"torch": ["eager"], "jax": ["jit"], "tensorflow": ["graph", "jit"]}[backend]
     rows = []
     for layer_name in ("conv", "batch_norm"):
@@ -170,6 +168,9 @@ def main(argv=None):
     shape = (2, 8, 8, 4) if args.quick else (64, 32, 32, 64)
     repeats = 2 if args.quick else 9
     if args.worker:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
         print(json.dumps(worker(args.worker, shape, repeats)))
         return
 

@@ -605,6 +605,17 @@ MUTANTS = [
         ("tests/test_docstrings.py::test_docstring_examples[keras_crl.train]",),
     ),
     Mutant(
+        "a paused probe outlives its killed torchrun",
+        "tests/train_probe.py",
+        "    while os.getppid() == parent and time.time() < deadline:",
+        "    while time.time() < deadline:",
+        (
+            "tests/cross_backend/test_resume_two_processes.py::"
+            "test_two_processes_killed_inside_an_epoch_resume_exactly",
+        ),
+        backend=None,
+    ),
+    Mutant(
         "torch nodes started each on its own",
         "keras_crl/parallel.py",
         '    if cluster is None:\n        where = ["--standalone"]',

@@ -132,21 +132,22 @@ def test_the_cli_mode_is_what_keras_auto_resolves_to_here(run):
 
 
 def test_gaps_reproduction_runs_on_this_backend():
-    # benchmarks/gaps.py, the per-layer reproductions the README cites, at
-    # tiny shapes: each layer's row is there and names its mode.
-    import subprocess
-    import sys
-
+    # benchmarks/gaps.py, the per-layer reproductions the README cites, in
+    # this process (its worker) at tiny shapes: a row per layer and mode,
+    # and the markdown table from them.
     import keras
 
-    backend = keras.backend.backend()
-    out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "gaps.py"), "--quick"]
-        + ["--backends", backend, "--threads", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    spec = importlib.util.spec_from_file_location(
+        "bench_gaps", os.path.join(ROOT, "benchmarks", "gaps.py")
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    for layer in ("conv", "batch_norm"):
-        assert f"| {backend} | " in out.stdout and f" | {layer} | " in out.stdout
+    gaps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gaps)
+    backend = keras.backend.backend()
+    rows = gaps.worker(backend, (2, 8, 8, 4), repeats=2)
+    modes = {"torch": ["eager"], "jax": ["jit"], "tensorflow": ["graph", "jit"]}[backend]
+    assert [(r["layer"], r["mode"]) for r in rows] == [
+        (layer, mode) for layer in ("conv", "batch_norm") for mode in modes
+    ]
+    assert all(r["keras_ms"] > 0 and r["torch_ms"] > 0 for r in rows)
+    text = gaps.markdown(dict(date="today", threads=1, shape=(2, 8, 8, 4), rows=rows))
+    assert f"| {backend} | {modes[0]} | conv |" in text

@@ -27,8 +27,18 @@ import numpy as np
 
 
 def pause(file):
+    """Writes `paused` and waits to be killed.
+
+    A process whose parent dies meanwhile exits: killing torchrun's process
+    group does not reach the workers it started in sessions of their own,
+    which would otherwise outlive the test.
+    """
     file.write("paused\n")
-    time.sleep(3600)
+    parent = os.getppid()
+    deadline = time.time() + 3600
+    while os.getppid() == parent and time.time() < deadline:
+        time.sleep(0.1)
+    os._exit(3)
 
 
 class Probe(keras.callbacks.Callback):

@@ -88,6 +88,23 @@ def finish(proc):
     assert proc.returncode == 0, output[-4000:]
 
 
+def survivors(marker, wait_s=20):
+    """PIDs of processes whose command line names `marker`, after `wait_s`."""
+    deadline = time.time() + wait_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if entry.name.isdigit() and str(marker).encode() in command:
+                found.append(int(entry.name))
+        if not found or time.time() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def steps_between(first, stop):
     begin, end = first[0] * STEPS + first[1], stop[0] * STEPS + stop[1]
     return [divmod(g, STEPS) for g in range(begin, end)]
@@ -114,6 +131,9 @@ def test_two_processes_killed_inside_an_epoch_resume_exactly(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+    # torchrun's workers run in sessions of their own, out of the killed
+    # group: a paused one must still go (train_probe.pause), not linger.
+    assert not survivors(tmp_path / "p0"), "a killed run's worker outlived it"
     finish(reference)
     assert (
         progress_of(tmp_path / "full.progress")
