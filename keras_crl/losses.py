@@ -809,7 +809,7 @@ def _check_labels_eagerly(labels, num_classes, ignore_class):
         return False
     if _size(labels) == 0:
         return True
-    values = np.asarray(labels)  # a view of a CPU tensor's memory, no copy
+    values = np.asarray(labels)  # a CPU tensor: no device transfer to wait for
     if ignore_class is None and values.min() >= 0 and values.max() < num_classes:
         return True  # the common case in two reductions, no B-sized temporaries
     bad = (values < 0) | (values >= num_classes)
