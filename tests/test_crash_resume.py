@@ -33,6 +33,7 @@ import pytest
 from keras_crl.run_folder import read_log
 from keras_crl.run_folder import read_weights
 from keras_crl.run_folder import state_position
+from tests.train_probe import probe_args
 from tests.train_probe import read_progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,22 +59,8 @@ CHECKPOINTS = ["--checkpoint-every", "3", "--keep-checkpoints", "2"]
 
 def start(run_dir, progress, backend, *extra, pause=()):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [
-        sys.executable,
-        "-m",
-        "tests.train_probe",
-        str(progress),
-        "--steps",
-        str(STEPS),
-        *pause,
-        "--",
-        *ARGS,
-        "--backend",
-        backend,
-        "--run-dir",
-        str(run_dir),
-        *extra,
-    ]
+    cli_args = [*ARGS, "--backend", backend, "--run-dir", str(run_dir), *extra]
+    command = [sys.executable, *probe_args(progress, STEPS, cli_args, pause)]
     return subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

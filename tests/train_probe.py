@@ -77,6 +77,15 @@ def pause_in_save(progress, position):
     os.replace = paused_replace
 
 
+def probe_args(progress, steps, cli_args, pause=()):
+    """`-m tests.train_probe ...`: the probe around `keras-crl` with `cli_args`.
+
+    A test puts `sys.executable` (or a launcher such as torchrun) in front.
+    """
+    probe = ["-m", "tests.train_probe", str(progress), "--steps", str(steps), *pause]
+    return [*probe, "--", *cli_args]
+
+
 def read_progress(path):
     """`(steps, ended)`: the (epoch, step) pairs trained and the epochs ended."""
     steps, ended = [], []

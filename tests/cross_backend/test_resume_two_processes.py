@@ -22,6 +22,7 @@ import numpy as np
 from keras_crl.run_folder import read_log
 from keras_crl.run_folder import read_weights
 from keras_crl.run_folder import state_position
+from tests.train_probe import probe_args
 from tests.train_probe import read_progress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,17 +56,7 @@ def start(run_dir, progress, *extra, pause=()):
         "--standalone",
         "--nproc-per-node",
         "2",
-        "-m",
-        "tests.train_probe",
-        str(progress),
-        "--steps",
-        str(STEPS),
-        *pause,
-        "--",
-        *TRAIN,
-        "--run-dir",
-        str(run_dir),
-        *extra,
+        *probe_args(progress, STEPS, [*TRAIN, "--run-dir", str(run_dir), *extra], pause),
     ]
     env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1")
     return subprocess.Popen(
