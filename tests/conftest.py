@@ -10,3 +10,28 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+# Tests that do not depend on the backend (argument parsing, loaders, statistics)
+# run once per suite: under this backend's pytest process, skipped under the others.
+SUITE_BACKEND = "jax"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "once_per_suite: backend-independent; runs only under KERAS_BACKEND=jax"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    skip = pytest.mark.skip(reason=f"backend-independent: runs under {SUITE_BACKEND} only")
+    for item in items:
+        if "once_per_suite" in item.keywords and backend != SUITE_BACKEND:
+            item.add_marker(skip)
