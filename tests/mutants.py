@@ -195,7 +195,8 @@ MUTANTS = [
     Mutant(
         "resume restarts from the initial weights",
         "keras_crl/train.py",
-        '    if resume.resuming:\n        run_folder.load_state(trainer, run_dir / "state.npz", rank)\n',
+        "    if resume.resuming:\n"
+        '        run_folder.load_state(trainer, run_dir / "state.npz", rank)\n',
         "",
         ("tests/test_crash_resume.py", "tests/test_train.py::test_resume_continues_exactly"),
     ),
