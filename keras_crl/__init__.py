@@ -8,6 +8,7 @@ Importing the package does not import Keras: the losses load on first use,
 so `keras-crl --backend torch` can choose the backend before Keras starts.
 """
 
+import importlib
 from typing import TYPE_CHECKING
 
 from keras_crl import backends as _backends
@@ -33,7 +34,7 @@ __all__ = [
 
 def __getattr__(name):
     if name in __all__ or name == "losses":
-        from keras_crl import losses
-
+        # Not `from keras_crl import losses`: that looks the name up here first.
+        losses = importlib.import_module("keras_crl.losses")
         return losses if name == "losses" else getattr(losses, name)
     raise AttributeError(f"module 'keras_crl' has no attribute {name!r}")

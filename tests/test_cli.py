@@ -11,6 +11,7 @@ import keras
 import pytest
 
 from keras_crl import cli
+from keras_crl.cli import commands
 
 
 def test_list(capsys):
@@ -128,6 +129,9 @@ def test_train_with_overrides_and_resume(tmp_path, capsys):
         "96",
         "--recipe",
         "cosine",
+        # More epochs on resume: a cosine schedule would change its past rates.
+        "--schedule",
+        "constant",
         "--verbose",
         "0",
         "--run-dir",
@@ -135,7 +139,8 @@ def test_train_with_overrides_and_resume(tmp_path, capsys):
     ]
     assert cli.main(args) == 0
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["recipe"]["schedule"] == "cosine" and config["recipe"]["batch_size"] == 32
+    assert config["recipe"]["name"] == "cosine" and config["recipe"]["schedule"] == "constant"
+    assert config["recipe"]["batch_size"] == 32
     assert config["config"]["loss"] == "nllr" and config["recipe"]["learning_rate"] == 0.02
     first_rows = (run_dir / "log.csv").read_text().strip().splitlines()
     capsys.readouterr()
@@ -183,8 +188,8 @@ def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
     parse = cli.build_parser().parse_args
     flags = cluster_flags("10.0.0.1:1234", 2, 1)
     expected = Cluster("10.0.0.1:1234", num_processes=2, process_id=1, timeout=300.0)
-    assert cli.cluster_from_args(parse(flags)) == expected
-    assert cli.cluster_from_args(parse(["train"])) is None
+    assert commands.cluster_from_args(parse(flags)) == expected
+    assert commands.cluster_from_args(parse(["train"])) is None
     monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "10.0.0.1:1234,10.0.0.2:1234")
     monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
     assert cli.main(["train", "--run-dir", str(tmp_path)]) == 2
@@ -192,10 +197,10 @@ def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
     assert "missing: KERAS_DISTRIBUTION_PROCESS_ID" in err and len(err.splitlines()) == 1, err
     monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
     every = ("10.0.0.1:1234", "10.0.0.2:1234")
-    assert cli.cluster_from_args(parse(["train"])) == dataclasses.replace(expected, addresses=every)
+    assert commands.cluster_from_args(parse(["train"])) == dataclasses.replace(expected, addresses=every)
     # The flag takes every address too (TensorFlow needs them).
     listed = cluster_flags(",".join(every), 2, 1)
-    assert cli.cluster_from_args(parse(listed)) == dataclasses.replace(expected, addresses=every)
+    assert commands.cluster_from_args(parse(listed)) == dataclasses.replace(expected, addresses=every)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="joins a cluster elsewhere")

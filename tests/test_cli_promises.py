@@ -72,7 +72,7 @@ def test_an_unknown_user_loss_is_one_line(tmp_path, capsys):
         (["--epochs", "-1"], r"--epochs -1: must be an integer of at least 1"),
         (["--limit", "-5"], r"--limit -5: must be an integer of at least 1"),
         (["--limit", "0"], r"--limit 0: must be an integer"),
-        (["--lr", "-1"], r"--lr -1.0: must be a number in \(0, inf\)"),
+        (["--lr", "-1"], r"--lr -1.0: must be a number in \[0, inf\)"),
         (["--momentum", "1.5"], r"--momentum 1.5: must be a number in \[0, 1\)"),
         (["--weight-decay", "-0.1"], r"--weight-decay -0.1: must be"),
         (["--batch-size", "0"], r"--batch-size 0: must be"),

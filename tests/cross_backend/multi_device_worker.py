@@ -43,7 +43,7 @@ from keras_crl import CompetingRatioLoss  # noqa: E402
 from keras_crl import cli  # noqa: E402
 from keras_crl import data as data_lib  # noqa: E402
 from keras_crl import models as models_lib  # noqa: E402
-from keras_crl.loss_factory import make_loss  # noqa: E402
+from keras_crl.config import config_loss  # noqa: E402
 from keras_crl.parallel import data_parallel  # noqa: E402
 from keras_crl.parallel import for_training  # noqa: E402
 from keras_crl.recipes import TorchSGD  # noqa: E402
@@ -184,7 +184,7 @@ def evaluated(run_dir):
         "small_cnn", num_classes=ds.num_classes, input_shape=ds.input_shape, **config.model_options
     )
     model.load_weights(Path(run_dir) / "best.weights.h5")
-    model.compile(loss=make_loss(config.loss, config.alpha, config.beta))
+    model.compile(loss=config_loss(config))
 
     def test_loss(count):
         batches = data_lib.BatchPipeline(
