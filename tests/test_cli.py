@@ -197,10 +197,14 @@ def test_cluster_from_flags_or_keras_environment(monkeypatch, tmp_path, capsys):
     assert "missing: KERAS_DISTRIBUTION_PROCESS_ID" in err and len(err.splitlines()) == 1, err
     monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
     every = ("10.0.0.1:1234", "10.0.0.2:1234")
-    assert commands.cluster_from_args(parse(["train"])) == dataclasses.replace(expected, addresses=every)
+    assert commands.cluster_from_args(parse(["train"])) == dataclasses.replace(
+        expected, addresses=every
+    )
     # The flag takes every address too (TensorFlow needs them).
     listed = cluster_flags(",".join(every), 2, 1)
-    assert commands.cluster_from_args(parse(listed)) == dataclasses.replace(expected, addresses=every)
+    assert commands.cluster_from_args(parse(listed)) == dataclasses.replace(
+        expected, addresses=every
+    )
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="joins a cluster elsewhere")
