@@ -625,7 +625,7 @@ MUTANTS = [
     ),
     Mutant(
         "torch nodes started each on its own",
-        "keras_crl/cli.py",
+        "keras_crl/cli/commands.py",
         '    if cluster is None:\n        where = ["--standalone"]',
         '    if True:\n        where = ["--standalone"]',
         (

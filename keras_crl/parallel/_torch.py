@@ -2,7 +2,7 @@
 
 One process per device, started by `torchrun` (gloo on CPU, NCCL on GPUs);
 `keras-crl train --backend torch --devices N` starts torchrun itself
-(`keras_crl.cli.torchrun_command`). Each process runs its own copy of the
+(`keras_crl.cli.commands.torchrun_command`). Each process runs its own copy of the
 model on its share of the batch: batch norm normalises with that share, and
 `AverageReplicas` averages the moving statistics before every evaluation.
 """
@@ -55,7 +55,7 @@ def join(cluster, message):
             "Several processes on torch: start them with torchrun "
             "(`keras-crl train` does, see torchrun_command)."
         )
-    # torchrun has joined the machines (`keras_crl.cli.torchrun_command`).
+    # torchrun has joined the machines (`keras_crl.cli.commands.torchrun_command`).
 
 
 def _several_machines():

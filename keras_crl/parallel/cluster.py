@@ -178,7 +178,7 @@ def join(cluster):
     TensorFlow: a `MultiWorkerMirroredStrategy` over `cluster.addresses`, one
     device per process, which `data_parallel` then enters; each process
     serves at its own address. Torch: torchrun has joined the machines
-    (`keras_crl.cli.torchrun_command`).
+    (`keras_crl.cli.commands.torchrun_command`).
 
     If the processes have not all joined within `cluster.timeout` seconds (the
     coordinator unreachable, fewer processes started than `num_processes`),
