@@ -274,7 +274,7 @@ MUTANTS = [
     ),
     Mutant(
         "replica averaging removed",
-        "keras_crl/parallel.py",
+        "keras_crl/parallel/_torch.py",
         "        dist.all_reduce(tensor)\n        return tensor.numpy() / dist.get_world_size()",
         "        return tensor.numpy()",
         (
@@ -286,7 +286,7 @@ MUTANTS = [
     ),
     Mutant(
         "each torch process trains on the whole batch",
-        "keras_crl/parallel.py",
+        "keras_crl/parallel/sharding.py",
         "        return x[part], y[part]",
         "        return x, y",
         (
@@ -297,17 +297,24 @@ MUTANTS = [
         backend=None,
     ),
     Mutant(
-        "JAX and TensorFlow never split the batch",
-        "keras_crl/parallel.py",
-        "    if devices == 1 and not _torch_several_machines():\n        yield\n        return\n",
-        '    if devices == 1 and not _torch_several_machines() or backend != "torch":\n'
-        "        yield\n        return\n",
-        ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch",),
+        "JAX never splits the batch",
+        "keras_crl/parallel/_jax.py",
+        "    elif devices == 1:\n        yield\n        return\n",
+        "    elif True:\n        yield\n        return\n",
+        ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch[jax]",),
+        backend=None,
+    ),
+    Mutant(
+        "TensorFlow never splits the batch",
+        "keras_crl/parallel/_tensorflow.py",
+        "    if devices == 1:\n        yield\n        return\n",
+        "    if True:\n        yield\n        return\n",
+        ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch[tensorflow]",),
         backend=None,
     ),
     Mutant(
         "torch gradients summed, not averaged",
-        "keras_crl/parallel.py",
+        "keras_crl/parallel/_torch.py",
         '        object.__setattr__(self, "_ddp", DistributedDataParallel(model))\n',
         '        object.__setattr__(self, "_ddp", DistributedDataParallel(model))\n'
         "        import torch.distributed as dist\n"
@@ -318,11 +325,11 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow loss not scaled by the replicas",
-        "keras_crl/parallel.py",
-        "        with _mirrored_strategy(tuple(available[:devices])).scope():\n",
-        "        import keras.src.losses.loss as loss_module\n"
-        "        loss_module.scale_loss_for_distribution = lambda value: value\n"
-        "        with _mirrored_strategy(tuple(available[:devices])).scope():\n",
+        "keras_crl/parallel/_tensorflow.py",
+        "    with _mirrored_strategy(tuple(available[:devices])).scope():\n",
+        "    import keras.src.losses.loss as loss_module\n"
+        "    loss_module.scale_loss_for_distribution = lambda value: value\n"
+        "    with _mirrored_strategy(tuple(available[:devices])).scope():\n",
         (
             "tests/cross_backend/test_multi_device.py::test_two_devices_step_equals_one",
             "tests/cross_backend/test_multi_device.py::test_train_command_with_two_devices_equals_one",
@@ -331,9 +338,9 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow batch norm per replica",
-        "keras_crl/parallel.py",
-        "                    layer.synchronized = True\n",
-        "                    layer.synchronized = False\n",
+        "keras_crl/parallel/_tensorflow.py",
+        "                layer.synchronized = True\n",
+        "                layer.synchronized = False\n",
         (
             "tests/cross_backend/test_multi_device.py::test_two_devices_step_equals_one",
             "tests/cross_backend/test_multi_device.py::test_train_command_with_two_devices_equals_one",
@@ -526,8 +533,8 @@ MUTANTS = [
     ),
     Mutant(
         "each process feeds the whole global batch",
-        "keras_crl/parallel.py",
-        "    return ShardBatches(pipeline, index, count)",
+        "keras_crl/parallel/sharding.py",
+        "    return ShardBatches(pipeline, process.index, process.count)",
         "    return pipeline",
         (
             "tests/cross_backend/test_multi_host.py::"
@@ -537,17 +544,17 @@ MUTANTS = [
     ),
     Mutant(
         "every process writes the run folder",
-        "keras_crl/parallel.py",
-        "    return process_index_and_count()[0] == 0",
+        "keras_crl/parallel/__init__.py",
+        "    return this_process().chief",
         "    return True",
         ("tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder",),
         backend=None,
     ),
     Mutant(
         "the cluster timeout not applied",
-        "keras_crl/parallel.py",
-        "    with _deadline(cluster.timeout, message):",
-        "    with _deadline(cluster.timeout + 300, message):",
+        "keras_crl/parallel/_jax.py",
+        "    with deadline(cluster.timeout, message):",
+        "    with deadline(cluster.timeout + 300, message):",
         (
             "tests/cross_backend/test_multi_host.py::"
             "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address",
@@ -556,7 +563,7 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow processes rebatch and shard their own shares again",
-        "keras_crl/parallel.py",
+        "keras_crl/parallel/_tensorflow.py",
         "        def experimental_distribute_dataset(self, dataset, options=None):\n"
         "            return self.distribute_datasets_from_function(lambda _: dataset, options)\n",
         "",
@@ -565,9 +572,9 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow processes left waiting inside TensorFlow for a missing one",
-        "keras_crl/parallel.py",
-        "        _meet(cluster, message)\n",
-        "        pass\n",
+        "keras_crl/parallel/_tensorflow.py",
+        "    _meet(cluster, message)\n",
+        "    pass\n",
         (
             "tests/cross_backend/test_multi_host.py::"
             "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address[tensorflow]",
@@ -576,9 +583,9 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow processes checkpoint inside epochs",
-        "keras_crl/parallel.py",
-        "    if not _TF_STRATEGY or not (checkpoint_steps or checkpoint_seconds or start_step):",
-        "    if True:",
+        "keras_crl/parallel/_tensorflow.py",
+        "    if not STATE.tf_strategy or not (",
+        "    if True or not (",
         ("tests/test_cli.py::test_tensorflow_processes_checkpoint_at_epoch_ends_only",),
     ),
     Mutant(
@@ -618,7 +625,7 @@ MUTANTS = [
     ),
     Mutant(
         "torch nodes started each on its own",
-        "keras_crl/parallel.py",
+        "keras_crl/cli/commands.py",
         '    if cluster is None:\n        where = ["--standalone"]',
         '    if True:\n        where = ["--standalone"]',
         (

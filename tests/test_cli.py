@@ -225,7 +225,7 @@ def test_tensorflow_processes_checkpoint_at_epoch_ends_only(monkeypatch):
     # epoch would read the metric totals, a collective only the chief joins.
     from keras_crl import parallel
 
-    monkeypatch.setattr(parallel, "_TF_STRATEGY", [object()])
+    monkeypatch.setattr(parallel.STATE, "tf_strategy", object())
     parallel.checks_epoch_ends_only(None, None, 0)
     for steps, seconds, start_step in ((500, None, 0), (None, 600.0, 0), (None, None, 3)):
         with pytest.raises(ValueError, match="--checkpoint-every epoch"):

@@ -128,7 +128,9 @@ class TestDeterminism:
         # global batches, but feeds a stream that reads its own share as is.
         from keras_crl import parallel
 
-        monkeypatch.setattr(parallel, "process_index_and_count", lambda: (1, 2))
+        monkeypatch.setattr(
+            parallel.sharding, "this_process", lambda: parallel.Process(1, 2, False)
+        )
         own = _stream(jpeg_folder, limit=64, shard_index=1, shard_count=2)
         assert parallel.shard(own) is own
         whole = _stream(jpeg_folder, limit=64)

@@ -5,6 +5,7 @@ exit status. Keras is imported here, never before the backend is chosen.
 """
 
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -57,6 +58,53 @@ def train_config(parser, args, argv):
     return config
 
 
+def torchrun_command(devices, argv, cluster=None):
+    """The command that reruns `python -m keras_crl.cli argv` under torchrun.
+
+    Args:
+        devices: Processes to start on this machine, one per device.
+        argv: The command line arguments, without the program name.
+        cluster: Several machines: a `parallel.Cluster` of one process per
+            machine (torchrun's nodes; process 0's machine holds the
+            rendezvous), each starting `devices` processes. `None`: this
+            machine alone.
+
+    Returns:
+        A list for `subprocess` / `os.execv`.
+
+    Example:
+
+    >>> from keras_crl.parallel import Cluster
+    >>> cluster = Cluster("10.0.0.1:29500", num_processes=2, process_id=1, timeout=60)
+    >>> torchrun_command(2, ["train"], cluster)[3:6]
+    ['--nnodes=2', '--node-rank=1', '--master-addr=10.0.0.1']
+    >>> torchrun_command(2, ["train"], cluster)[6:8]
+    ['--master-port=29500', '--rdzv-conf=timeout=60']
+    """
+    if cluster is None:
+        where = ["--standalone"]
+    else:
+        host, _, port = cluster.coordinator.rpartition(":")
+        # Static rendezvous: ranks follow --node-rank, so process 0 is the chief.
+        where = [
+            f"--nnodes={cluster.num_processes}",
+            f"--node-rank={cluster.process_id}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+            f"--rdzv-conf=timeout={math.ceil(cluster.timeout)}",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *where,
+        f"--nproc-per-node={devices}",
+        "-m",
+        "keras_crl.cli",
+        *argv,
+    ]
+
+
 def run_train(parser, args, argv):
     import keras
 
@@ -77,7 +125,7 @@ def run_train(parser, args, argv):
         and not parallel.launched_by_torchrun()
     ):
         # DistributedDataParallel: one process per device, started by torchrun.
-        command = parallel.torchrun_command(args.devices, argv, cluster)
+        command = torchrun_command(args.devices, argv, cluster)
         os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
     if cluster and keras.backend.backend() == "tensorflow" and args.checkpoint_every is None:
         # It checkpoints at epoch ends only (parallel.checks_epoch_ends_only).

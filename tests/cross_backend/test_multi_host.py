@@ -96,10 +96,11 @@ def run_together(commands, env, timeout=300):
 
 def torchrun(port, process_id, worker_args):
     """The command `keras-crl train` restarts itself with on torch
-    (`parallel.torchrun_command`), running the worker instead of the CLI."""
+    (`cli.commands.torchrun_command`), running the worker instead of the CLI."""
     from keras_crl import parallel
+    from keras_crl.cli import commands
 
-    command = parallel.torchrun_command(
+    command = commands.torchrun_command(
         1, worker_args[2:], parallel.Cluster(f"localhost:{port}", 2, process_id, timeout=60)
     )
     module = command.index("keras_crl.cli")
