@@ -36,13 +36,13 @@ def worker(args):
     from keras_crl.loss_factory import make_loss
     from keras_crl.models import get_model
     from keras_crl.recipes import TorchSGD
-    from keras_crl.reproducible import numpy_initialise
+    from keras_crl.reproducible import numpy_initialize
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch * args.steps, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, len(x)).astype("int32")
     model = get_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
-    numpy_initialise(model, 0)
+    numpy_initialize(model, 0)
     model.compile(
         optimizer=TorchSGD(0.1, momentum=0.9, l2=5e-4),
         loss=make_loss("crl"),

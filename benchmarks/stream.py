@@ -81,7 +81,7 @@ def stream_images_per_second(folder, size, batch, *, workers, processes, max_que
     """Images/s of one epoch of `FolderStream` through Keras' PyDataset adapter."""
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    from keras_crl.data.stream import load_stream_folder
+    from keras_crl.data.folder_stream import load_stream_folder
 
     ds = load_stream_folder(
         folder, size, validation_split=0.0, test_split=0.0, workers=workers,
@@ -109,7 +109,7 @@ def grain_images_per_second(folder, size, batch, *, workers):
     # grain reads absl flags, which only an absl app would have parsed.
     flags.FLAGS.mark_as_parsed()
 
-    from keras_crl.data.stream import load_stream_folder
+    from keras_crl.data.folder_stream import load_stream_folder
 
     ds = load_stream_folder(folder, size, validation_split=0.0, test_split=0.0, workers=0)
     stream = ds.pipeline("train", batch, augment=True, shuffle=True, seed=0)

@@ -13,7 +13,6 @@ import argparse
 import keras
 
 from keras_crl import CompetingRatioLoss
-from keras_crl.data import BatchPipeline
 from keras_crl.data import EpochSync
 from keras_crl.data import load_dataset
 from keras_crl.models import keras_cv_backbone_model
@@ -26,18 +25,9 @@ args = parser.parse_args()
 
 ds = load_dataset("synthetic", num_classes=10, image_size=64, num_samples=args.samples)
 recipe = get_recipe("cosine", epochs=args.epochs, batch_size=64, learning_rate=0.05)
-train = BatchPipeline(
-    ds.x_train,
-    ds.y_train,
-    recipe.batch_size,
-    mean=ds.mean,
-    std=ds.std,
-    augment=True,
-    shuffle=True,
-    seed=0,
-)
-val = BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, mean=ds.mean, std=ds.std)
-test = BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, mean=ds.mean, std=ds.std)
+train = ds.pipeline("train", recipe.batch_size, augment=True, shuffle=True, seed=0)
+val = ds.pipeline("val", recipe.batch_size)
+test = ds.pipeline("test", recipe.batch_size)
 
 # A ResNet-10-style backbone: basic blocks, one per stage. (keras-cv's stem
 # has 64 filters and its first basic block no projection: keep 64 first.)

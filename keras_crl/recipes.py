@@ -33,8 +33,9 @@ class Recipe:
             given for `reference_epochs` epochs and scaled to `epochs`.
         gamma: Step-schedule factor.
         reference_epochs: The run length the milestones were written for.
-        augment: Random crop with `pad` zero padding and horizontal flip.
-        pad: Padding of the random crop.
+        augment: Random padded crop and horizontal flip, with the padding
+            and flip the data set asks for (`data.Dataset.augmentation`:
+            4 pixels and a flip unless it says otherwise).
     """
 
     name: str = "paper"
@@ -49,7 +50,6 @@ class Recipe:
     gamma: float = 0.1
     reference_epochs: int = 300
     augment: bool = True
-    pad: int = 4
 
     def scaled_milestones(self):
         """Milestones moved proportionally when fewer/more epochs are asked."""

@@ -1,13 +1,14 @@
-"""The same start on every backend: seeded NumPy initialisation, determinism.
+"""The same start on every backend: seeded NumPy initialization, determinism.
 
 Keras' random streams differ between TensorFlow, PyTorch and JAX, so the same
-`seed` gives three different initial networks. `numpy_initialise` redraws
+`seed` gives three different initial networks. `numpy_initialize` redraws
 every weight from a NumPy generator with the distribution of the layer's own
 Keras initializer, so a model starts bit-identical on all backends.
 """
 
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -15,8 +16,8 @@ import numpy as np
 from keras_crl import _keras_compat
 
 
-def numpy_initialise(model, seed):
-    """Re-initialises `model`'s weights from NumPy, identically on any backend.
+def numpy_initialize(model, seed):
+    """Re-initializes `model`'s weights from NumPy, identically on any backend.
 
     Each variable is drawn with its layer's initializer (`Zeros`, `Ones`,
     `Constant`, `VarianceScaling` and its Glorot/He/LeCun forms,
@@ -32,21 +33,53 @@ def numpy_initialise(model, seed):
 
     Raises:
         ValueError: A variable has an initializer this function cannot
-            reproduce; initialise on one backend and share a `.weights.h5`
+            reproduce; initialize on one backend and share a `.weights.h5`
             file instead.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> a = keras.ops.convert_to_numpy(numpy_initialize(model, 0).weights[0])
+    >>> b = keras.ops.convert_to_numpy(numpy_initialize(model, 0).weights[0])
+    >>> bool((a == b).all())
+    True
     """
     owners = _variable_initializers(model)
     for index, variable in enumerate(model.weights):
         initializer = owners.get(id(variable))
         if initializer is None:
             raise ValueError(
-                f"Cannot tell how variable {variable.path!r} is initialised; "
+                f"Cannot tell how variable {variable.path!r} is initialized; "
                 "share a .weights.h5 file between backends instead."
             )
         rng = np.random.default_rng([seed, index])
         value = _draw(initializer, tuple(variable.shape), rng, variable.path)
         variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
     return model
+
+
+def numpy_initialise(model, seed):
+    """Deprecated: `numpy_initialize`, under its old spelling; goes in the next release.
+
+    Args:
+        model: A built Keras model.
+        seed: Integer seed.
+
+    Returns:
+        The model.
+
+    Example:
+
+    ```python
+    numpy_initialize(model, seed)  # instead
+    ```
+    """
+    warnings.warn(
+        "numpy_initialise is deprecated; use numpy_initialize (Keras spelling).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return numpy_initialize(model, seed)
 
 
 def _variable_initializers(model):

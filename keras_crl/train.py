@@ -40,14 +40,7 @@ from keras_crl.config import loss_parameters
 from keras_crl.config import resumed_config
 from keras_crl.loss_factory import check_loss
 from keras_crl.reproducible import make_deterministic
-from keras_crl.reproducible import numpy_initialise
-
-# The recipe's crop-and-flip is written for 32x32 natural images. Digits are
-# not mirror-symmetric, and a 4-pixel shift wipes out an 8x8 digit.
-AUGMENTATION = {
-    "digits": {"pad": 1, "flip": False},
-    "svhn": {"flip": False},
-}
+from keras_crl.reproducible import numpy_initialize
 
 __all__ = ["TrainConfig", "check_config", "train"]
 
@@ -169,42 +162,27 @@ def _data(config, recipe, initial_epoch):
     )
     # Split across devices or processes, every batch must divide evenly: the
     # last partial batch is dropped (metrics.json counts the test images).
-    pipeline = dict(
-        mean=ds.mean,
-        std=ds.std,
-        num_classes=ds.num_classes,
+    common = dict(
         data_format=config.data_format,
         drop_remainder=parallel.splits_batches(config.devices),
     )
-    train = dict(shuffle=True, seed=config.seed, initial_epoch=initial_epoch, **pipeline)
-    if isinstance(ds, data_lib.StreamingFolder):
-        # Files decoded batch by batch; the augmentation is a random resized
-        # crop and flip (data.stream), not the recipe's padded crop. Each
-        # process decodes only its own slice of every global batch.
-        shard_index, shard_count = parallel.process_index_and_count()
-        train_data = ds.pipeline(
-            "train",
-            recipe.batch_size,
-            limit=config.limit,
-            augment=recipe.augment,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            **train,
-        )
-        val_data = ds.pipeline("val", recipe.batch_size, **pipeline)
-        test_data = ds.pipeline("test", recipe.batch_size, **pipeline)
-        return ds, train_data, val_data, test_data
-    augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
-    train_data = data_lib.BatchPipeline(
-        ds.x_train[: config.limit],
-        ds.y_train[: config.limit],
+    # Several processes: each makes (a streaming folder: decodes) only its
+    # own slice of every global training batch.
+    shard_index, shard_count = parallel.process_index_and_count()
+    train_data = ds.pipeline(
+        "train",
         recipe.batch_size,
+        limit=config.limit,
         augment=recipe.augment,
-        **augmentation,
-        **train,
+        shuffle=True,
+        seed=config.seed,
+        initial_epoch=initial_epoch,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        **common,
     )
-    val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
-    test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
+    val_data = ds.pipeline("val", recipe.batch_size, **common)
+    test_data = ds.pipeline("test", recipe.batch_size, **common)
     return ds, train_data, val_data, test_data
 
 
@@ -224,7 +202,7 @@ def _model(config, ds):
         run_folder.load_weights(model, config.init_weights)
     elif not config.model_options.get("weights"):
         # Pretrained weights stay; everything else starts the same everywhere.
-        numpy_initialise(model, config.seed)
+        numpy_initialize(model, config.seed)
     return model
 
 

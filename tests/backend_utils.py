@@ -1,7 +1,9 @@
-"""Backend-specific glue the tests need: gradients and XLA compilation.
+"""Backend-specific glue the tests need: gradients, XLA compilation, batch digests.
 
 Keras has no backend-neutral `grad`, so the tests get one here, in one place.
 """
+
+import hashlib
 
 import keras
 import numpy as np
@@ -57,3 +59,27 @@ def xla(fn):
 
 def _numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(x, "float32")))
+
+
+def batch_digest(x_batch, y_batch):
+    """SHA-256 of a batch, to compare batches across backends and runs.
+
+    The digest covers dtype, shape and bytes of both arrays, so equal digests
+    mean bit-identical batches.
+
+    Args:
+        x_batch: Images, a NumPy array or a CPU tensor of any backend.
+        y_batch: Labels, likewise.
+
+    Returns:
+        The hex digest, a string of 64 characters.
+    """
+    digest = hashlib.sha256()
+    for array in (x_batch, y_batch):
+        # torch tensors that require grad refuse np.asarray; detach them first.
+        if hasattr(array, "detach") and hasattr(array, "cpu"):
+            array = array.detach().cpu()
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ON_HOST = "tests/test_losses.py::TestEagerChecksOnTheHostOnly::"
 GPU_CHECK = "tests/test_gpu_check.py::"
 STREAM = "tests/test_stream.py::"
+DATA = "tests/test_data.py::"
 ZOO = "tests/test_models.py::"
 
 
@@ -520,6 +521,42 @@ MUTANTS = [
         "        start += self.shard_index * share\n",
         "",
         (f"{STREAM}TestDeterminism::test_shard_reads_only_its_slice_of_the_global_batch",),
+    ),
+    Mutant(
+        "random resized crop placed past the image's edge",
+        "keras_crl/data/augment.py",
+        "            left = int(rng.integers(0, width - w + 1))\n",
+        "            left = int(rng.integers(0, width - w + 2))\n",
+        (f"{STREAM}TestListing::test_random_resized_crop_box_stays_inside",),
+    ),
+    # The data tests below are backend-independent (once_per_suite): they run
+    # under JAX only.
+    Mutant(
+        "a data set's own augmentation ignored by its pipeline",
+        "keras_crl/data/dataset.py",
+        "            **self.augmentation,\n",
+        "",
+        (
+            f"{DATA}test_dataset_pipeline_gives_the_batches_train_built_before",
+            f"{DATA}test_dataset_pipeline_options_override_the_data_sets",
+        ),
+        backend="jax",
+    ),
+    Mutant(
+        "BatchPipeline shard ignored",
+        "keras_crl/data/pipeline.py",
+        "            x, idx = x[part], idx[part]\n",
+        "            pass\n",
+        (f"{DATA}test_dataset_pipeline_shard_is_the_slice_shard_batches_cut",),
+        backend="jax",
+    ),
+    Mutant(
+        "numpy_initialise alias without its warning",
+        "keras_crl/reproducible.py",
+        "        DeprecationWarning,\n",
+        "        UserWarning,\n",
+        ("tests/test_reproducible.py::test_numpy_initialise_is_a_deprecated_alias",),
+        backend="jax",
     ),
     Mutant(
         "corrupt image error without its path",

@@ -15,11 +15,11 @@ from keras_crl.data import BatchPipeline
 from keras_crl.data import Dataset
 from keras_crl.data import DatasetNotAvailable
 from keras_crl.data import augment
-from keras_crl.data import batch_digest
 from keras_crl.data import cifar
 from keras_crl.data import folder
 from keras_crl.data import load_dataset
 from keras_crl.data import svhn
+from tests.backend_utils import batch_digest
 
 MEAN3 = (0.5, 0.4, 0.3)
 STD3 = (0.25, 0.2, 0.1)
@@ -278,6 +278,7 @@ def test_svhn_loads_mat_files_and_maps_label_10_to_0(tmp_path, monkeypatch):
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (32, 8, 10)
     assert ds.y_test.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
     np.testing.assert_array_equal(ds.x_test[3], test_x[..., 3])
+    assert not ds.pipeline("train", 8, augment=True).flip  # digits are not symmetric
 
 
 # ----------------------------------------------------------- image folder
@@ -574,6 +575,103 @@ def test_batch_digest():
     assert batch_digest(x, y) != batch_digest(x.astype(np.float64), y)
     tensor = keras.ops.convert_to_tensor(x)
     assert batch_digest(tensor, keras.ops.convert_to_tensor(y)) == batch_digest(x, y)
+
+
+# ------------------------------------------------- each source's pipeline()
+
+# What train.py built before the sources made their own pipelines: the recipe's
+# pad, then the data set's exceptions by name.
+_OLD_AUGMENTATION = {"digits": {"pad": 1, "flip": False}, "svhn": {"flip": False}}
+
+
+def _old_batch_pipeline(ds, name, split, batch_size, limit=None, **options):
+    x, y = getattr(ds, f"x_{split}")[:limit], getattr(ds, f"y_{split}")[:limit]
+    common = dict(mean=ds.mean, std=ds.std, num_classes=ds.num_classes)
+    if split == "train":
+        common.update({"pad": 4, "flip": True, **_OLD_AUGMENTATION.get(name, {})})
+    return BatchPipeline(x, y, batch_size, **common, **options)
+
+
+def _epochs_digests(pipeline, epochs=(0, 3)):
+    digests = []
+    for epoch in epochs:
+        pipeline.epoch = epoch
+        digests += _digests(pipeline)
+    return digests
+
+
+TRAIN = dict(augment=True, shuffle=True, seed=5, initial_epoch=2)
+
+
+@pytest.mark.once_per_suite
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_dataset_pipeline_gives_the_batches_train_built_before(name, data_format):
+    options = dict(num_samples=300) if name == "synthetic" else {}
+    ds = load_dataset(name, **options)
+    train = ds.pipeline("train", 32, limit=200, data_format=data_format, **TRAIN)
+    old = _old_batch_pipeline(ds, name, "train", 32, 200, data_format=data_format, **TRAIN)
+    assert train.epoch == 2 and len(train) == 7
+    assert _epochs_digests(train) == _epochs_digests(old)
+    for split in ("val", "test"):
+        new = ds.pipeline(split, 32, data_format=data_format, drop_remainder=True)
+        old = _old_batch_pipeline(ds, name, split, 32, data_format=data_format, drop_remainder=True)
+        assert not new.augment and _digests(new) == _digests(old)
+
+
+@pytest.mark.once_per_suite
+def test_dataset_pipeline_shard_is_the_slice_shard_batches_cut():
+    from keras_crl.parallel import ShardBatches
+
+    ds = load_dataset("digits")
+    old = _old_batch_pipeline(ds, "digits", "train", 32, drop_remainder=True, **TRAIN)
+    shards = [ds.pipeline("train", 32, shard_index=i, shard_count=4, **TRAIN) for i in range(4)]
+    for epoch in (0, 3):
+        old.epoch = epoch
+        for i, shard in enumerate(shards):
+            shard.epoch = epoch
+            assert len(shard) == len(old) == len(ds.y_train) // 32 and shard.drop_remainder
+            assert _digests(shard) == _digests(ShardBatches(old, i, 4))
+    with pytest.raises(ValueError, match="equal shards"):
+        ds.pipeline("train", 30, shard_count=4)
+    with pytest.raises(ValueError, match="shard_index"):
+        ds.pipeline("train", 32, shard_index=4, shard_count=4)
+
+
+@pytest.mark.once_per_suite
+def test_dataset_pipeline_options_override_the_data_sets():
+    ds = load_dataset("digits")
+    assert ds.augmentation == {"pad": 1, "flip": False}
+    train = ds.pipeline("train", 64, augment=True, pad=2, mean=(0.5,))
+    assert (train.pad, train.flip, train.mean) == (2, False, (0.5,))
+    with pytest.raises(ValueError, match="split must be one of"):
+        ds.pipeline("validation", 64)
+    with pytest.raises(ValueError, match="augmentation takes 'pad' and 'flip'"):
+        Dataset.from_train_and_test(
+            "bad", ds.x_train, ds.y_train, ds.x_test, ds.y_test, num_classes=10,
+            class_names=None, validation_split=0.0, seed=0, augmentation={"scale": 2},
+        )  # fmt: skip
+
+
+@pytest.mark.once_per_suite
+def test_streaming_folder_pipeline_gives_the_batches_train_built_before(image_tree):
+    from keras_crl.data import FolderStream
+
+    ds = load_dataset("folder_stream", data_dir=image_tree, image_size=4, test_split=0.2, workers=0)
+    # The old train.py passed the folder's own statistics and labels' range.
+    listed = dict(image_size=4, mean=ds.mean, std=ds.std, **ds.stream_options)
+    before = dict(listed, num_classes=ds.num_classes, data_format="channels_first")
+    shard = dict(shard_index=1, shard_count=2, drop_remainder=True)
+    new = ds.pipeline("train", 8, limit=16, data_format="channels_first", **shard, **TRAIN)
+    old = FolderStream(ds.files_train[:16], ds.y_train[:16], 8, **{**before, **shard}, **TRAIN)
+    assert len(new) == 2 and _epochs_digests(new) == _epochs_digests(old)
+    for split in ("val", "test"):
+        new = ds.pipeline(split, 4, data_format="channels_first")
+        files = getattr(ds, f"files_{split}")
+        old = FolderStream(files, getattr(ds, f"y_{split}"), 4, **before)
+        assert not new.augment and _digests(new) == _digests(old)
+    with pytest.raises(ValueError, match="split must be one of"):
+        ds.pipeline("validation", 4)
 
 
 class _RecordingPipeline(BatchPipeline):

@@ -19,7 +19,7 @@ from keras_crl.models import keras_cv_backbone_model
 from keras_crl.models import keras_hub_backbone_model
 from keras_crl.models import list_models
 from keras_crl.models.wide_resnet import build_wide_resnet
-from keras_crl.reproducible import numpy_initialise
+from keras_crl.reproducible import numpy_initialize
 
 # Trainable parameters for 10 classes and 3 input channels.
 PARAM_COUNTS = {
@@ -222,7 +222,7 @@ def test_keras_hub_zoo_names_resnets_with_a_logits_head(name, count):
     assert model.output_shape == (None, 10)
     # What `keras-crl train --model keras_hub_...` does first: every weight's
     # initializer is one that NumPy can reproduce on any backend.
-    numpy_initialise(model, seed=0)
+    numpy_initialize(model, seed=0)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

@@ -1,13 +1,18 @@
-"""`make_deterministic` turns TF32 off on each backend (run once per backend).
+"""`make_deterministic` turns TF32 off on each backend (run once per backend);
+`numpy_initialise`, the old spelling, still works and warns.
 
 The settings are process-wide and readable on a CPU too. Each test first
 turns TF32 on, as recent NVIDIA GPUs have it by default, so that it fails
 when `make_deterministic` leaves the setting alone.
 """
 
+import keras
+import numpy as np
 import pytest
 
 from keras_crl.reproducible import make_deterministic
+from keras_crl.reproducible import numpy_initialise
+from keras_crl.reproducible import numpy_initialize
 from tests.backend_utils import BACKEND
 
 
@@ -60,3 +65,14 @@ def test_tf32_off_jax():
     x = jnp.ones((2, 2), "float32")
     program = jax.jit(lambda a: a @ a).lower(x).as_text()
     assert "HIGHEST" in program.upper(), program
+
+
+@pytest.mark.once_per_suite
+def test_numpy_initialise_is_a_deprecated_alias():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    expected = [np.array(w) for w in numpy_initialize(model, 7).get_weights()]
+    model.set_weights([w + 1 for w in expected])
+    with pytest.warns(DeprecationWarning, match="use numpy_initialize"):
+        assert numpy_initialise(model, 7) is model
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_array_equal(got, want)

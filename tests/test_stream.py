@@ -17,10 +17,10 @@ from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
 from keras_crl.data import FolderStream
 from keras_crl.data import StreamingFolder
-from keras_crl.data import batch_digest
 from keras_crl.data import load_dataset
-from keras_crl.data.stream import load_stream_folder
-from keras_crl.data.stream import random_resized_crop_box
+from keras_crl.data.augment import random_resized_crop_box
+from keras_crl.data.folder_stream import load_stream_folder
+from tests.backend_utils import batch_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES, CLASSES = 2000, 4

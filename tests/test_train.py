@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_crl.reproducible import numpy_initialise
+from keras_crl.reproducible import numpy_initialize
 from keras_crl.run_folder import read_log
 from keras_crl.train import TrainConfig
 from keras_crl.train import check_config
@@ -96,12 +96,12 @@ def test_resume_continues_exactly(tmp_path):
     )
 
 
-def test_numpy_initialise_is_seeded_and_keeps_scale():
+def test_numpy_initialize_is_seeded_and_keeps_scale():
     from keras_crl.models import get_model
 
     def initial(seed):
         model = get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
-        numpy_initialise(model, seed)
+        numpy_initialize(model, seed)
         return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
 
     a, b, c = initial(0), initial(0), initial(1)
@@ -116,27 +116,27 @@ def test_numpy_initialise_is_seeded_and_keeps_scale():
             assert np.all(a[path] == 0)
 
 
-def test_numpy_initialise_matches_keras_distribution():
+def test_numpy_initialize_matches_keras_distribution():
     layer = keras.layers.Dense(400, kernel_initializer="he_normal")
     model = keras.Sequential([keras.Input((300,)), layer])
-    numpy_initialise(model, 0)
+    numpy_initialize(model, 0)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     np.testing.assert_allclose(kernel.std(), math.sqrt(2 / 300), rtol=0.02)
     assert np.abs(kernel).max() <= 2 * math.sqrt(2 / 300) / 0.8796256610342398 + 1e-6
     glorot = keras.layers.Dense(200)
     model = keras.Sequential([keras.Input((100,)), glorot])
-    numpy_initialise(model, 0)
+    numpy_initialize(model, 0)
     limit = math.sqrt(6 / 300)
     kernel = keras.ops.convert_to_numpy(glorot.kernel)
     assert kernel.max() <= limit and kernel.min() >= -limit and kernel.max() > 0.95 * limit
 
 
-def test_numpy_initialise_refuses_what_it_cannot_reproduce():
+def test_numpy_initialize_refuses_what_it_cannot_reproduce():
     model = keras.Sequential(
         [keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="orthogonal")]
     )
     with pytest.raises(ValueError, match="Orthogonal.*weights.h5"):
-        numpy_initialise(model, 0)
+        numpy_initialize(model, 0)
 
 
 @pytest.mark.parametrize(

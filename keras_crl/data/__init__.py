@@ -1,18 +1,19 @@
 """Data sets and the input pipeline of keras-crl.
 
 Every loader returns a `Dataset`: NumPy arrays in NHWC layout plus the
-per-channel statistics used for normalisation. Batching, normalisation and
-augmentation happen in `BatchPipeline`, in NumPy, so that the same batches
-reach the model on the TensorFlow, PyTorch and JAX backends.
+per-channel statistics used for normalization (`"folder_stream"`: a
+`StreamingFolder`, file lists decoded batch by batch). Either source's
+`pipeline()` gives the batches: shuffled, augmented and normalized in NumPy,
+so that the same batches reach the model on the TensorFlow, PyTorch and JAX
+backends.
 
 Example:
 
 ```python
-from keras_crl.data import BatchPipeline, EpochSync, load_dataset
+from keras_crl.data import EpochSync, load_dataset
 
 ds = load_dataset("digits", validation_split=0.1, seed=0)
-train = BatchPipeline(ds.x_train, ds.y_train, 64, mean=ds.mean,
-                      std=ds.std, shuffle=True, seed=0)
+train = ds.pipeline("train", 64, augment=True, shuffle=True, seed=0)
 model.fit(train, epochs=5, shuffle=False, callbacks=[EpochSync(train)])
 ```
 """
@@ -22,17 +23,16 @@ import importlib
 from keras_crl.data.augment import random_crop_flip
 from keras_crl.data.dataset import Dataset
 from keras_crl.data.dataset import DatasetNotAvailable
-from keras_crl.data.dataset import _check_seed
 from keras_crl.data.dataset import channel_stats
 from keras_crl.data.dataset import check_labels
+from keras_crl.data.dataset import check_seed
 from keras_crl.data.dataset import split_validation
 from keras_crl.data.dataset import stratified_split
+from keras_crl.data.folder_stream import StreamingFolder
 from keras_crl.data.pipeline import BatchPipeline
 from keras_crl.data.pipeline import EpochRemainder
 from keras_crl.data.pipeline import EpochSync
-from keras_crl.data.pipeline import batch_digest
 from keras_crl.data.stream import FolderStream
-from keras_crl.data.stream import StreamingFolder
 
 # Loader modules are imported only when their data set is asked for, so that
 # importing keras_crl.data never pulls in PIL or scipy.
@@ -44,7 +44,7 @@ _REGISTRY = {
     "svhn": ("keras_crl.data.svhn", "load_svhn"),
     "folder": ("keras_crl.data.folder", "load_image_folder"),
     # The same folder, listed only and decoded batch by batch (FolderStream).
-    "folder_stream": ("keras_crl.data.stream", "load_stream_folder"),
+    "folder_stream": ("keras_crl.data.folder_stream", "load_stream_folder"),
 }
 
 
@@ -117,7 +117,7 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
     key = str(name).strip().lower()
     if key not in _REGISTRY:
         raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(list_datasets())}.")
-    _check_seed(seed)
+    check_seed(seed)
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split}.")
     module_name, function_name = _REGISTRY[key]
@@ -140,9 +140,9 @@ __all__ = [
     "EpochSync",
     "FolderStream",
     "StreamingFolder",
-    "batch_digest",
     "channel_stats",
     "check_labels",
+    "check_seed",
     "list_datasets",
     "load_dataset",
     "loader_options",

@@ -1,16 +1,29 @@
-"""The standard CIFAR augmentation: padded random crop and horizontal flip.
+"""Seeded augmentation: the CIFAR padded crop and flip, the ImageNet crop boxes.
 
-It runs in NumPy on whole batches, driven by an explicit
-`np.random.Generator`, so a given generator state yields the same images on
-every Keras backend. It is deliberately not a Keras layer: random layers
-inside a model make some backends give up on compilation, and their random
-streams differ between backends.
+Everything runs in NumPy, driven by an explicit `np.random.Generator`, so a
+given generator state yields the same images on every Keras backend. It is
+deliberately not a Keras layer: random layers inside a model make some
+backends give up on compilation, and their random streams differ between
+backends.
+
+`random_crop_flip` augments whole in-memory batches (`BatchPipeline`);
+`random_resized_crop_box` and `center_crop_box` are the boxes `FolderStream`
+cuts out of each decoded image, for training and for evaluation.
 """
+
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 _DATA_FORMATS = ("channels_last", "channels_first")
+
+# torchvision's RandomResizedCrop defaults: area fraction and aspect ratio.
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+# Evaluation: resize the shorter side to size / 0.875 (256 for 224), then
+# cut the central size x size square.
+CENTER_FRACTION = 0.875
 
 
 def random_crop_flip(x, rng, *, pad=4, flip=True, data_format="channels_last"):
@@ -118,3 +131,71 @@ def random_flip(x, rng, *, data_format="channels_last"):
     ```
     """
     return random_crop_flip(x, rng, pad=0, flip=True, data_format=data_format)
+
+
+def random_resized_crop_box(width, height, rng, scale=CROP_SCALE, ratio=CROP_RATIO):
+    """The box of a random resized crop, as torchvision draws it.
+
+    Up to ten tries draw an area fraction uniformly from `scale` and an
+    aspect ratio log-uniformly from `ratio`; the first box that fits is
+    placed uniformly at random. If none fits, the box is the whole image cut
+    centrally to the nearest allowed aspect ratio.
+
+    Args:
+        width: Image width in pixels.
+        height: Image height in pixels.
+        rng: A `np.random.Generator`.
+        scale: Range of the box's area as a fraction of the image's.
+        ratio: Range of the box's width / height.
+
+    Returns:
+        `(left, top, right, bottom)` in pixels.
+
+    Example:
+
+    >>> random_resized_crop_box(100, 80, np.random.default_rng(0))
+    (1, 0, 69, 78)
+    """
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return left, top, left + w, top + h
+    if width / height < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif width / height > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def center_crop_box(width, height, size, fraction=CENTER_FRACTION):
+    """The box that shorter-side resize to `size / fraction` + center crop cuts.
+
+    Args:
+        width: Image width in pixels.
+        height: Image height in pixels.
+        size: Side of the square crop after resizing.
+        fraction: Crop side / resized shorter side.
+
+    Returns:
+        `(left, top, right, bottom)` in the image's own pixels (floats), so
+        the crop and the resize are one resampling.
+
+    Example:
+
+    >>> center_crop_box(512, 256, 224)
+    (144.0, 16.0, 368.0, 240.0)
+    """
+    resized_short = int(size / fraction)
+    side = min(width, height) * size / resized_short
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side

@@ -32,6 +32,9 @@ class Dataset:
         mean: Per-channel mean on the `[0, 1]` scale.
         std: Per-channel standard deviation on the `[0, 1]` scale.
         class_names: Optional list of `num_classes` human-readable names.
+        augmentation: The padded crop and flip that suit these images, as
+            `BatchPipeline` arguments (`pad`, `flip`) where they differ from
+            its defaults; `pipeline()` uses them.
 
     Raises:
         ValueError: If shapes disagree or a label is outside
@@ -56,6 +59,7 @@ class Dataset:
     mean: tuple
     std: tuple
     class_names: list | None = None
+    augmentation: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.num_classes = int(self.num_classes)
@@ -108,6 +112,13 @@ class Dataset:
                     f"Dataset '{self.name}': {len(self.class_names)} class "
                     f"names for {self.num_classes} classes."
                 )
+        self.augmentation = dict(self.augmentation)
+        unknown = set(self.augmentation) - {"pad", "flip"}
+        if unknown:
+            raise ValueError(
+                f"Dataset '{self.name}': augmentation takes 'pad' and 'flip', "
+                f"got {sorted(unknown)}."
+            )
 
     @classmethod
     def from_train_and_test(
@@ -124,6 +135,7 @@ class Dataset:
         seed,
         mean=None,
         std=None,
+        augmentation=None,
     ):
         """A `Dataset` from training and test data: how every loader builds one.
 
@@ -141,6 +153,7 @@ class Dataset:
             seed: Non-negative integer seed of the validation split.
             mean, std: Per-channel statistics on the `[0, 1]` scale, or
                 `None` to compute them from the training part.
+            augmentation: The data set's own `pad` and `flip`, if any.
 
         Returns:
             A `Dataset`.
@@ -160,12 +173,80 @@ class Dataset:
             mean=mean,
             std=std,
             class_names=class_names,
+            augmentation=augmentation or {},
         )
 
     @property
     def input_shape(self):
         """The shape of one image, `(H, W, C)`."""
         return tuple(int(s) for s in self.x_train.shape[1:])
+
+    def pipeline(self, split, batch_size, *, limit=None, **options):
+        """The `BatchPipeline` of `"train"`, `"val"` or `"test"`.
+
+        The same call as `StreamingFolder.pipeline`, so that training takes
+        either source. The pipeline normalizes with this data set's `mean`
+        and `std`, checks labels against `num_classes` and, with
+        `augment=True`, crops and flips as `augmentation` says.
+
+        Args:
+            split: Which split.
+            batch_size: Global batch size.
+            limit: Use only the first `limit` images of the split.
+            **options: More `BatchPipeline` arguments (`augment`, `shuffle`,
+                `seed`, `initial_epoch`, `data_format`, `drop_remainder`,
+                `shard_index`, `shard_count`, ...); they override this data
+                set's.
+
+        Returns:
+            A `BatchPipeline`.
+
+        Example:
+
+        >>> ds = keras_crl.data.load_dataset("digits")
+        >>> train = ds.pipeline("train", 64, augment=True, shuffle=True, seed=0)
+        >>> len(train), train.pad, train.flip
+        (21, 1, False)
+        """
+        # pipeline.py checks labels with this module's check_labels.
+        from keras_crl.data.pipeline import BatchPipeline
+
+        check_split(split)
+        options = {
+            "mean": self.mean,
+            "std": self.std,
+            "num_classes": self.num_classes,
+            **self.augmentation,
+            **options,
+        }
+        x = getattr(self, f"x_{split}")[:limit]
+        y = getattr(self, f"y_{split}")[:limit]
+        return BatchPipeline(x, y, batch_size, **options)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split):
+    """Returns `split` if it names a split of a data set, else raises.
+
+    Args:
+        split: `"train"`, `"val"` or `"test"`.
+
+    Returns:
+        `split`.
+
+    Raises:
+        ValueError: Naming the valid splits.
+
+    Example:
+
+    >>> check_split("val")
+    'val'
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    return split
 
 
 def check_labels(y, num_classes, where="labels"):
@@ -307,13 +388,31 @@ def split_validation(x, y, validation_split, seed):
     x_tr, y_tr, x_val, y_val = split_validation(x, y, 0.1, seed=0)
     ```
     """
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_seed(seed))
     keep, hold = stratified_split(y, validation_split, rng)
     return x[keep], y[keep], x[hold], y[hold]
 
 
-def _check_seed(seed):
-    # SeedSequence rejects negative numbers with an obscure message.
+def check_seed(seed):
+    """Returns `seed` as an `int` if it is a non-negative integer, else raises.
+
+    NumPy's `SeedSequence` rejects negative numbers with an obscure message;
+    this one names the argument.
+
+    Args:
+        seed: The seed to check.
+
+    Returns:
+        `seed` as a Python `int`.
+
+    Raises:
+        ValueError: If `seed` is not a non-negative integer (a `bool` is not).
+
+    Example:
+
+    >>> check_seed(np.int64(3))
+    3
+    """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     if seed < 0:

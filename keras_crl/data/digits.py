@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_crl.data.dataset import Dataset
-from keras_crl.data.dataset import _check_seed
+from keras_crl.data.dataset import check_seed
 from keras_crl.data.dataset import stratified_split
 
 # The test split is drawn with its own fixed seed so that runs with different
@@ -37,7 +37,8 @@ def load_digits(
             `seed` is evaluated on the same test images.
 
     Returns:
-        A `Dataset` with images of shape `(8, 8, 1)`.
+        A `Dataset` with images of shape `(8, 8, 1)`, augmented (when asked)
+        by shifts of at most one pixel and without flips.
 
     Example:
 
@@ -56,7 +57,7 @@ def load_digits(
     x = (bunch.images.astype(np.float32) / np.float32(16.0))[..., None]
     y = bunch.target.astype(np.int32)
 
-    rest, test = stratified_split(y, test_split, np.random.default_rng(_check_seed(test_seed)))
+    rest, test = stratified_split(y, test_split, np.random.default_rng(check_seed(test_seed)))
     return Dataset.from_train_and_test(
         "digits",
         x[rest],
@@ -67,4 +68,7 @@ def load_digits(
         class_names=[str(digit) for digit in range(10)],
         validation_split=validation_split,
         seed=seed,
+        # The usual 4-pixel shift of a 32x32 image wipes out an 8x8 digit, and
+        # digits are not mirror-symmetric.
+        augmentation={"pad": 1, "flip": False},
     )

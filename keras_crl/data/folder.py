@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from keras_crl.data.dataset import Dataset
-from keras_crl.data.dataset import _check_seed
+from keras_crl.data.dataset import check_seed
 from keras_crl.data.dataset import stratified_split
 
 IMAGE_EXTENSIONS = (
@@ -260,7 +260,7 @@ def load_image_folder(
             raise ValueError(f"image_size must be (height, width), got {image_size}.")
     if not 0.0 <= test_split < 1.0:
         raise ValueError(f"test_split must be in [0, 1), got {test_split}.")
-    _check_seed(seed)
+    check_seed(seed)
 
     class_names, files, labels = scan_image_folder(path)
     test_files, test_labels = [], np.zeros(0, np.int32)
@@ -276,7 +276,7 @@ def load_image_folder(
         x_rest, y_rest = x, labels
     else:
         rest, test = stratified_split(
-            labels, test_split, np.random.default_rng(_check_seed(test_seed))
+            labels, test_split, np.random.default_rng(check_seed(test_seed))
         )
         x_test, y_test = x[test], labels[test]
         x_rest, y_rest = x[rest], labels[rest]

@@ -1,6 +1,5 @@
 """A reproducible, backend-neutral batch pipeline on top of `PyDataset`."""
 
-import hashlib
 import math
 import threading
 
@@ -62,6 +61,12 @@ class BatchPipeline(keras.utils.PyDataset):
             lie in `[0, num_classes)` here, once, on the host, so a bad label
             fails with its value before training (the loss checks labels on
             CPU only, and on an accelerator gives a bad label a NaN loss).
+        shard_index: This process's shard, in `[0, shard_count)`.
+        shard_count: Number of processes sharing every batch; must divide
+            `batch_size`. Each batch is made whole (its augmentation is
+            drawn per batch) and this shard keeps its slice, as
+            `FolderStream` does; `shard_count > 1` implies
+            `drop_remainder`.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
 
@@ -91,6 +96,8 @@ class BatchPipeline(keras.utils.PyDataset):
         drop_remainder=False,
         initial_epoch=0,
         num_classes=None,
+        shard_index=0,
+        shard_count=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -128,6 +135,15 @@ class BatchPipeline(keras.utils.PyDataset):
             raise ValueError(f"std must be positive, got {tuple(std)}.")
         if int(pad) < 0:
             raise ValueError(f"pad must be >= 0, got {pad}.")
+        shard_count, shard_index = int(shard_count), int(shard_index)
+        if shard_count < 1 or not 0 <= shard_index < shard_count:
+            raise ValueError(
+                f"shard_index must be in [0, shard_count), got {shard_index} of {shard_count}."
+            )
+        if batch_size % shard_count:
+            raise ValueError(
+                f"batch_size {batch_size} does not split into {shard_count} equal shards."
+            )
 
         self.x = x
         self.y = y.astype(np.int32)
@@ -140,7 +156,8 @@ class BatchPipeline(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.data_format = data_format
-        self.drop_remainder = bool(drop_remainder)
+        self.drop_remainder = bool(drop_remainder) or shard_count > 1
+        self.shard_index, self.shard_count = shard_index, shard_count
         # x * scale + offset equals (x / 255 - mean) / std with one multiply
         # and one add. The per-channel factors are laid out over a whole
         # image: NumPy broadcasting over a trailing axis of 3 is about six
@@ -236,6 +253,10 @@ class BatchPipeline(keras.utils.PyDataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, _AUGMENT_TAG, index])
             x = random_crop_flip(x, rng, pad=self.pad, flip=self.flip)
+        if self.shard_count > 1:
+            share = len(idx) // self.shard_count
+            part = slice(self.shard_index * share, (self.shard_index + 1) * share)
+            x, idx = x[part], idx[part]
         if self.data_format == "channels_first":
             # Transposing the raw pixels before the float conversion moves a
             # quarter of the bytes (for uint8 input).
@@ -326,38 +347,3 @@ class EpochRemainder(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.source.on_epoch_end()
-
-
-def batch_digest(x_batch, y_batch):
-    """SHA-256 of a batch, to compare batches across backends and runs.
-
-    The digest covers dtype, shape and bytes of both arrays, so equal digests
-    mean bit-identical batches.
-
-    Args:
-        x_batch: Images, a NumPy array or a CPU tensor of any backend.
-        y_batch: Labels, likewise.
-
-    Returns:
-        The hex digest, a string of 64 characters.
-
-    Example:
-
-    ```python
-    x, y = pipeline[0]
-    batch_digest(x, y)  # '3f1c...'
-    ```
-    """
-    digest = hashlib.sha256()
-    for array in (x_batch, y_batch):
-        array = np.ascontiguousarray(_to_numpy(array))
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def _to_numpy(array):
-    # torch tensors that require grad refuse np.asarray; detach them first.
-    if hasattr(array, "detach") and hasattr(array, "cpu"):
-        array = array.detach().cpu()
-    return np.asarray(array)

@@ -205,7 +205,8 @@ def load_svhn(*, data_dir=None, validation_split=0.1, seed=0, download=True):
         download: Whether to download missing files.
 
     Returns:
-        A `Dataset` named `"svhn"` with `uint8` images.
+        A `Dataset` named `"svhn"` with `uint8` images, augmented (when
+        asked) without flips.
 
     Raises:
         DatasetNotAvailable: If a file is missing and cannot be downloaded.
@@ -234,4 +235,6 @@ def load_svhn(*, data_dir=None, validation_split=0.1, seed=0, download=True):
         class_names=[str(digit) for digit in range(10)],
         validation_split=validation_split,
         seed=seed,
+        # Digits are not mirror-symmetric: a flipped 2 is no 2.
+        augmentation={"flip": False},
     )

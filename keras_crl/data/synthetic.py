@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_crl.data.dataset import Dataset
-from keras_crl.data.dataset import _check_seed
+from keras_crl.data.dataset import check_seed
 
 # Distinct streams for prototypes, training pool and test set, so changing
 # `num_samples` leaves the class prototypes (the "task") unchanged.
@@ -97,7 +97,7 @@ def load_synthetic(
     ```
     """
     del data_dir
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     height, width = _as_size(image_size)
     num_classes = int(num_classes)
     channels = int(channels)

@@ -47,7 +47,7 @@ from keras_crl.config import config_loss  # noqa: E402
 from keras_crl.parallel import data_parallel  # noqa: E402
 from keras_crl.parallel import for_training  # noqa: E402
 from keras_crl.recipes import TorchSGD  # noqa: E402
-from keras_crl.reproducible import numpy_initialise  # noqa: E402
+from keras_crl.reproducible import numpy_initialize  # noqa: E402
 from keras_crl.train import TrainConfig  # noqa: E402
 from keras_crl.train import train  # noqa: E402
 
@@ -97,7 +97,7 @@ def step(devices, x, y):
                 keras.layers.Dense(10),
             ]
         )
-        numpy_initialise(model, 0)
+        numpy_initialize(model, 0)
         trainer = for_training(model)
         trainer.compile(
             optimizer=TorchSGD(0.5, momentum=0.9, l2=5e-4),

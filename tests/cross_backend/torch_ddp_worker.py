@@ -37,7 +37,7 @@ from keras_crl import cli  # noqa: E402
 from keras_crl import parallel  # noqa: E402
 from keras_crl.data import BatchPipeline  # noqa: E402
 from keras_crl.recipes import TorchSGD  # noqa: E402
-from keras_crl.reproducible import numpy_initialise  # noqa: E402
+from keras_crl.reproducible import numpy_initialize  # noqa: E402
 from tests.cross_backend.multi_device_worker import evaluated  # noqa: E402
 from tests.cross_backend.multi_device_worker import train_dropping_last_batch  # noqa: E402
 
@@ -54,7 +54,7 @@ def step(x, y):
             keras.layers.Dense(10),
         ]
     )
-    numpy_initialise(model, 0)
+    numpy_initialize(model, 0)
     trainer = parallel.for_training(model)
     trainer.compile(
         optimizer=TorchSGD(0.5, momentum=0.9, l2=5e-4),
@@ -101,7 +101,7 @@ def batch_norm_statistics(x, y):
             keras.layers.Dense(10),
         ]
     )
-    numpy_initialise(model, 0)
+    numpy_initialize(model, 0)
     trainer = parallel.for_training(model)
     trainer.compile(optimizer=TorchSGD(0.1), loss=CompetingRatioLoss(from_logits=True))
     data = BatchPipeline(x, y, len(x), mean=[0.0], std=[1.0], drop_remainder=True)

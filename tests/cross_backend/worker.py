@@ -26,9 +26,10 @@ from keras_crl import models as models_lib
 from keras_crl import negative_log_likelihood_ratio_loss
 from keras_crl.loss_factory import make_loss
 from keras_crl.reproducible import make_deterministic
-from keras_crl.reproducible import numpy_initialise
+from keras_crl.reproducible import numpy_initialize
 from tests.backend_utils import BACKEND
 from tests.backend_utils import HAS_XLA
+from tests.backend_utils import batch_digest
 from tests.backend_utils import value_and_grad
 
 # Confident, wrong, uniform, moderate and hopeless samples.
@@ -105,7 +106,7 @@ def zoo_forward(out):
     images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
     for name in models_lib.MODELS:
         model = models_lib.get_model(name, num_classes=10, input_shape=(32, 32, 3))
-        numpy_initialise(model, 0)
+        numpy_initialize(model, 0)
         out[f"init/{name}"] = np.array(weights_digest(model))
         perturb(model, 0)
         out[f"zoo/{name}"] = keras.ops.convert_to_numpy(model(images, training=False))
@@ -125,7 +126,7 @@ def pipeline_digests(out, ds):
     digests = []
     for epoch in range(2):
         pipeline.epoch = epoch
-        digests += [data_lib.batch_digest(*pipeline[i]) for i in range(len(pipeline))]
+        digests += [batch_digest(*pipeline[i]) for i in range(len(pipeline))]
     out["data/digests"] = np.array(digests)
 
 
@@ -137,7 +138,7 @@ def short_training(out, ds, out_dir, jit, recipe):
     make_deterministic(0)
     pipeline = training_pipeline(ds, ds.x_train[:640], ds.y_train[:640])
     model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
-    numpy_initialise(model, 0)
+    numpy_initialize(model, 0)
     tag = f"train/{recipe}/jit={jit}"
     for i, w in enumerate(model.weights):
         out[f"{tag}/init{i}"] = keras.ops.convert_to_numpy(w)
