@@ -140,8 +140,8 @@ MUTANTS = [
     Mutant(
         "native torch kernel switched off",
         "keras_crl/losses.py",
-        "_NATIVE_TORCH = True",
-        "_NATIVE_TORCH = False",
+        'if keras.backend.backend() == "torch":\n        from keras_crl import _torch_kernels',
+        "if False:\n        from keras_crl import _torch_kernels",
         ("tests/test_losses.py::TestNativeTorchKernel::test_the_native_kernel_runs",),
     ),
     Mutant(
