@@ -21,13 +21,21 @@ import dataclasses
 import os
 import sys
 
+from keras_crl._optional import MissingOptionalDependency
 from keras_crl.backends import BACKENDS
 from keras_crl.backends import check_backends
 from keras_crl.data import DatasetNotAvailable
 
 # A user's mistakes: names and values, corrupt or mismatched files (the
-# loaders name the file), missing data, a loss that became NaN.
-USER_ERRORS = (ValueError, FileNotFoundError, DatasetNotAvailable, FloatingPointError)
+# loaders name the file), missing data, a loss that became NaN, an optional
+# package not installed (the message names the extra).
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    DatasetNotAvailable,
+    FloatingPointError,
+    MissingOptionalDependency,
+)
 
 # Mid-epoch checkpoints by default: a preempted run loses at most this much
 # training; at this interval saving costs well under 1 % of the training time

@@ -14,11 +14,15 @@ backend.
 import json
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_crl._optional import MissingOptionalDependency
+from keras_crl._optional import optional_import
 
 
 def write_json(path, obj):
@@ -211,13 +215,20 @@ def read_log(path):
 def plot_curves(log, run_dir, runs=None):
     """Writes `loss.png` and `accuracy.png`: train and validation curves.
 
+    The plots are an extra: without matplotlib (not in the core install)
+    they are skipped with one warning naming the extra, so `train()` and
+    `compare` never need it.
+
     Args:
         log: `read_log` output of one run, or None when `runs` is given.
         run_dir: Output folder.
         runs: Optional mapping label -> log to overlay several runs.
     """
-    import matplotlib
-
+    try:
+        matplotlib = optional_import("matplotlib", "study", "plotting the loss and accuracy")
+    except MissingOptionalDependency as missing:
+        warnings.warn(f"{missing}; no loss.png or accuracy.png written", stacklevel=2)
+        return
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 

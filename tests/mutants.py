@@ -675,6 +675,22 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "a missing package named by its module, not its pip name",
+        "keras_crl/_optional.py",
+        "        package = _PACKAGES.get(top, top)",
+        "        package = top",
+        ("tests/test_optional.py::test_a_missing_package_names_itself_and_its_extra",),
+        backend="jax",
+    ),
+    Mutant(
+        "run plots without matplotlib stop the run",
+        "keras_crl/run_folder.py",
+        '        warnings.warn(f"{missing}; no loss.png or accuracy.png written", stacklevel=2)',
+        "        raise missing",
+        ("tests/test_optional.py::test_run_plots_are_skipped_with_one_warning_without_matplotlib",),
+        backend="jax",
+    ),
+    Mutant(
         "head-to-head compares every loss with CE instead of the authors' CRL",
         "keras_crl/study/stats.py",
         "[(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)],",

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.study.variants import AUTHORS
 from keras_crl.study.variants import BASELINE
 from keras_crl.study.variants import SWEEP_ALPHAS
@@ -57,7 +58,7 @@ def paired(differences, confidence=0.95):
     >>> round(paired([1.0, 2.0, 3.0])["t"], 6)  # 2 / (1 / sqrt(3))
     3.464102
     """
-    from scipy import stats
+    stats = optional_import("scipy.stats", "study", "the study's t test")
 
     d = np.asarray(differences, dtype=float)
     n = len(d)
@@ -85,7 +86,7 @@ def seeds_to_resolve(std, difference, confidence=0.95, most=1000):
     >>> seeds_to_resolve(1.0, 1.0)  # t_(6) = 2.447: 2.447 / sqrt(7) = 0.92
     7
     """
-    from scipy import stats
+    stats = optional_import("scipy.stats", "study", "the study's t test")
 
     if std == 0:
         return 2
