@@ -1,5 +1,6 @@
 """The core install (keras, numpy, h5py) and the extras' one clear error."""
 
+import importlib.util
 import inspect
 import os
 import subprocess
@@ -30,9 +31,17 @@ class Blocker:
         self.names = set(names)
 
     def find_spec(self, name, path=None, target=None):
+        # A spec that fails to load, not an error here: torch probes for
+        # packages with importlib.util.find_spec without importing them.
         if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+            return importlib.util.spec_from_loader(name, self)
         return None
+
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r} (blocked)", name=spec.name)
+
+    def exec_module(self, module):
+        pass
 
 
 @pytest.fixture
@@ -51,6 +60,7 @@ def block(monkeypatch):
 # Trains with plain Keras on what a core install has: the optional packages
 # blocked before anything imports them (Keras itself only tries them).
 CORE_TRAINING = f"""
+import importlib.util
 import sys
 
 {inspect.getsource(Blocker)}
