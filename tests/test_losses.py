@@ -762,15 +762,17 @@ class TestBadInput:
 
     def test_target_width_mismatch(self):
         with pytest.raises(ValueError, match=r"\(5, 3\).*\(5, 4\)"):
-            competing_ratio_loss(np.eye(3, dtype="float32")[[0, 1, 2, 0, 1]], LOGITS)
+            competing_ratio_loss(
+                np.eye(3, dtype="float32")[[0, 1, 2, 0, 1]], LOGITS, from_logits=True
+            )
 
     def test_label_shape_mismatch(self):
         with pytest.raises(ValueError, match=r"\(3,\).*\(5, 4\)"):
-            competing_ratio_loss(np.array([0, 1, 2]), LOGITS)
+            competing_ratio_loss(np.array([0, 1, 2]), LOGITS, from_logits=True)
 
     def test_rank_mismatch(self):
         with pytest.raises(ValueError, match=r"y_true.shape=\(5, 4, 2\)"):
-            competing_ratio_loss(np.zeros((5, 4, 2)), LOGITS)
+            competing_ratio_loss(np.zeros((5, 4, 2)), LOGITS, from_logits=True)
 
     def test_fewer_than_two_classes(self):
         with pytest.raises(ValueError, match="at least 2 classes"):
@@ -800,7 +802,9 @@ class TestBadInput:
 
     def test_ignore_class_with_soft_targets(self):
         with pytest.raises(ValueError, match="ignore_class"):
-            competing_ratio_loss(np.eye(4, dtype="float32")[LABELS], LOGITS, ignore_class=0)
+            competing_ratio_loss(
+                np.eye(4, dtype="float32")[LABELS], LOGITS, ignore_class=0, from_logits=True
+            )
 
     def test_logits_passed_as_probabilities_warn(self):
         with pytest.warns(UserWarning, match="from_logits=True"):
