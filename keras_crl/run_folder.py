@@ -94,6 +94,10 @@ def state_position(path):
 
 
 def _open_state(path):
+    # np.load leaves its own file handle open when the archive is corrupt:
+    # zipfile's check opens and closes it.
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"Cannot read the checkpoint {path}: not a complete .npz archive")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
