@@ -12,13 +12,15 @@ PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
 install:
 	# torch first and pinned: its CPU wheel; an unpinned torch pulls CUDA.
 	$(PYTHON) -m pip install -q -c constraints.txt torch
-	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all-backends,keras-cv,keras-hub,test]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all,all-backends,keras-cv,keras-hub,test]"
 
 demo: install
 	keras-crl
 
-# ruff, configured in pyproject.toml: lint, and the one formatter.
-lint: install
+# ruff, configured in pyproject.toml: lint, and the one formatter. ruff reads
+# the source and imports none of it, so lint needs ruff alone, at its pin.
+lint:
+	$(PYTHON) -m pip install -q -c constraints.txt ruff
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 

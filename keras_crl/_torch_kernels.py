@@ -1,6 +1,6 @@
 """CRL from logits with integer labels, in native PyTorch, for the torch backend.
 
-`losses._sparse_logits_loss` computes the same thing with `keras.ops`, the
+`losses._sparse_logits_loss_ops` computes the same thing with `keras.ops`, the
 same ops in the same order, so on torch both give the same bits (checked
 by `tests/test_losses.py`). This copy exists for speed and memory alone, as
 Keras' own torch backend calls `torch.nn.functional.cross_entropy` rather

@@ -13,6 +13,7 @@ import math
 
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
+from keras_crl._optional import MissingOptionalDependency
 from keras_crl.loss_factory import LOSSES
 from keras_crl.loss_factory import make_loss
 from keras_crl.recipes import get_recipe
@@ -42,9 +43,16 @@ RESUMABLE_CHANGES = (
 )
 
 # A user's mistakes: names and values, corrupt or mismatched files (the
-# loaders name the file), missing data, a loss that became NaN. The command
-# line and the worker processes report these as one line, not a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, data_lib.DatasetNotAvailable, FloatingPointError)
+# loaders name the file), missing data, a loss that became NaN, an optional
+# package not installed (the message names the extra). The command line and
+# the worker processes report these as one line, not a traceback.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    data_lib.DatasetNotAvailable,
+    FloatingPointError,
+    MissingOptionalDependency,
+)
 
 __all__ = [
     "USER_ERRORS",

@@ -468,12 +468,6 @@ keras.saving.register_keras_serializable(package="keras_crl")(negative_log_likel
 # [epsilon, 1 - epsilon].
 
 
-# On torch, `_sparse_logits_loss` runs the same ops in native PyTorch
-# (`_torch_kernels`, for eager speed and memory); tests switch this off to
-# check that both give the same bits.
-_NATIVE_TORCH = True
-
-
 def _sparse_loss(labels, y_pred, alpha, beta, from_logits, label_smoothing, ignore_class, epsilon):
     num_classes = y_pred.shape[-1]
     if _is_float(labels.dtype):
@@ -525,6 +519,22 @@ def _sparse_loss(labels, y_pred, alpha, beta, from_logits, label_smoothing, igno
 
 
 def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
+    """CRL of integer labels from logits: `_sparse_logits_loss_ops`, which on
+    torch runs as the same ops in native PyTorch (`_torch_kernels`, for eager
+    speed and memory; tests compare the two bit for bit)."""
+    if keras.backend.backend() == "torch":
+        from keras_crl import _torch_kernels
+
+        return _torch_kernels.sparse_logits_loss(index, logits, alpha, beta, _floor(epsilon))
+    return _sparse_logits_loss_ops(index, logits, alpha, beta, epsilon)
+
+
+def _floor(epsilon):
+    """The least log competing ratio `d`: `d >= floor` is `p_y <= 1 - epsilon`."""
+    return math.log(epsilon) - math.log1p(-epsilon)
+
+
+def _sparse_logits_loss_ops(index, logits, alpha, beta, epsilon):
     """CRL of integer labels from logits, with its gradient in closed form.
 
     With `d` the log competing ratio, `L = softplus(d) + beta * log(alpha +
@@ -547,11 +557,7 @@ def _sparse_logits_loss(index, logits, alpha, beta, epsilon):
     the same peak memory.
     """
     num_classes = logits.shape[-1]
-    floor = math.log(epsilon) - math.log1p(-epsilon)  # d >= floor: p_y <= 1 - epsilon
-    if keras.backend.backend() == "torch" and _NATIVE_TORCH:
-        from keras_crl import _torch_kernels
-
-        return _torch_kernels.sparse_logits_loss(index, logits, alpha, beta, floor)
+    floor = _floor(epsilon)
 
     @ops.custom_gradient
     def loss_and_grad(logits):

@@ -14,11 +14,15 @@ backend.
 import json
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_crl._optional import MissingOptionalDependency
+from keras_crl._optional import optional_import
 
 # What `train` writes into a run folder (a study adds files of its own).
 RUN_FILES = (
@@ -119,6 +123,10 @@ def state_position(path):
 
 
 def _open_state(path):
+    # np.load leaves its own file handle open when the archive is corrupt:
+    # zipfile's check opens and closes it.
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"Cannot read the checkpoint {path}: not a complete .npz archive")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -240,13 +248,20 @@ def read_log(path):
 def plot_curves(log, run_dir, runs=None):
     """Writes `loss.png` and `accuracy.png`: train and validation curves.
 
+    The plots are an extra: without matplotlib (not in the core install)
+    they are skipped with one warning naming the extra, so `train()` and
+    `compare` never need it.
+
     Args:
         log: `read_log` output of one run, or None when `runs` is given.
         run_dir: Output folder.
         runs: Optional mapping label -> log to overlay several runs.
     """
-    import matplotlib
-
+    try:
+        matplotlib = optional_import("matplotlib", "study", "plotting the loss and accuracy")
+    except MissingOptionalDependency as missing:
+        warnings.warn(f"{missing}; no loss.png or accuracy.png written", stacklevel=2)
+        return
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 

@@ -141,8 +141,8 @@ MUTANTS = [
     Mutant(
         "native torch kernel switched off",
         "keras_crl/losses.py",
-        "_NATIVE_TORCH = True",
-        "_NATIVE_TORCH = False",
+        'if keras.backend.backend() == "torch":\n        from keras_crl import _torch_kernels',
+        "if False:\n        from keras_crl import _torch_kernels",
         ("tests/test_losses.py::TestNativeTorchKernel::test_the_native_kernel_runs",),
     ),
     Mutant(
@@ -720,10 +720,36 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "a missing package named by its module, not its pip name",
+        "keras_crl/_optional.py",
+        "        package = _PACKAGES.get(top, top)",
+        "        package = top",
+        ("tests/test_optional.py::test_a_missing_package_names_itself_and_its_extra",),
+        backend="jax",
+    ),
+    Mutant(
+        "run plots without matplotlib stop the run",
+        "keras_crl/run_folder.py",
+        '        warnings.warn(f"{missing}; no loss.png or accuracy.png written", stacklevel=2)',
+        "        raise missing",
+        ("tests/test_optional.py::test_run_plots_are_skipped_with_one_warning_without_matplotlib",),
+        backend="jax",
+    ),
+    Mutant(
+        "a missing optional package taken for a crash, not a user error",
+        "keras_crl/cli.py",
+        "    MissingOptionalDependency,\n)",
+        ")",
+        (
+            "tests/test_optional.py::test_the_demo_without_scikit_learn_is_one_line_naming_the_extra",
+        ),
+        backend="jax",
+    ),
+    Mutant(
         "head-to-head compares every loss with CE instead of the authors' CRL",
         "keras_crl/study/stats.py",
-        "family([(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)])",
-        "family([(v, BASELINE) for v in settings.variants if v not in (AUTHORS, BASELINE)])",
+        "[(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)],",
+        "[(v, BASELINE) for v in settings.variants if v not in (AUTHORS, BASELINE)],",
         ("tests/test_study.py::test_report_states_what_known_numbers_support",),
     ),
 ]

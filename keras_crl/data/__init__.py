@@ -35,7 +35,7 @@ from keras_crl.data.pipeline import EpochSync
 from keras_crl.data.stream import FolderStream
 
 # Loader modules are imported only when their data set is asked for, so that
-# importing keras_crl.data never pulls in PIL or scipy.
+# importing keras_crl.data never pulls in PIL or scipy (keras_crl._optional).
 _REGISTRY = {
     "digits": ("keras_crl.data.digits", "load_digits"),
     "synthetic": ("keras_crl.data.synthetic", "load_synthetic"),

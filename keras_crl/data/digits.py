@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.data.dataset import Dataset
 from keras_crl.data.dataset import check_seed
 from keras_crl.data.dataset import stratified_split
@@ -49,11 +50,11 @@ def load_digits(
     ```
     """
     del data_dir
-    from sklearn.datasets import load_digits as sklearn_load_digits
+    datasets = optional_import("sklearn.datasets", "data", "the digits data set")
 
     if not 0.0 < test_split < 1.0:
         raise ValueError(f"test_split must be in (0, 1), got {test_split}.")
-    bunch = sklearn_load_digits()
+    bunch = datasets.load_digits()
     x = (bunch.images.astype(np.float32) / np.float32(16.0))[..., None]
     y = bunch.target.astype(np.int32)
 

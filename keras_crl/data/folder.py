@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.data.dataset import Dataset
 from keras_crl.data.dataset import check_seed
 from keras_crl.data.dataset import stratified_split
@@ -121,7 +122,7 @@ def check_images(files, same_size=True):
     check_images(files, same_size=False)
     ```
     """
-    from PIL import Image
+    Image = optional_import("PIL.Image", "data", "reading images")
 
     reference = None
     for file in files:
@@ -164,7 +165,7 @@ def read_image(file, mode="RGB"):
     image = read_image("/data/cub/images/001/a.jpg")
     ```
     """
-    from PIL import Image
+    Image = optional_import("PIL.Image", "data", "reading images")
 
     try:
         with Image.open(file) as image:
@@ -181,7 +182,7 @@ def read_image(file, mode="RGB"):
 
 
 def _decode(files, image_size, color_mode):
-    from PIL import Image
+    Image = optional_import("PIL.Image", "data", "reading images")
 
     mode, channels = _MODES[color_mode]
     height, width = image_size

@@ -101,49 +101,10 @@ class BatchPipeline(keras.utils.PyDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        x = np.asarray(x)
-        y = np.asarray(y)
-        if x.ndim != 4:
-            raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}.")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"y must have shape ({len(x)},) to match x, got {y.shape}.")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"y must hold integer labels, got {y.dtype}.")
-        if num_classes is not None:
-            check_labels(y, num_classes, where="BatchPipeline y")
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size:
-            raise ValueError(f"batch_size must be an integer, got {batch_size!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}."
-            )
-        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-        channels = x.shape[-1]
-        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
-        std = np.asarray(std, dtype=np.float64).reshape(-1)
-        if mean.size != channels or std.size != channels:
-            raise ValueError(
-                f"mean and std need {channels} values (one per channel), got "
-                f"{mean.size} and {std.size}."
-            )
-        if np.any(std <= 0):
-            raise ValueError(f"std must be positive, got {tuple(std)}.")
-        if int(pad) < 0:
-            raise ValueError(f"pad must be >= 0, got {pad}.")
+        x, y = _checked_examples(x, y, num_classes)
+        mean, std = _checked_normalization(mean, std, channels=x.shape[-1])
+        _check_batching(batch_size, data_format, seed, pad, shard_index, shard_count)
         shard_count, shard_index = int(shard_count), int(shard_index)
-        if shard_count < 1 or not 0 <= shard_index < shard_count:
-            raise ValueError(
-                f"shard_index must be in [0, shard_count), got {shard_index} of {shard_count}."
-            )
-        if batch_size % shard_count:
-            raise ValueError(
-                f"batch_size {batch_size} does not split into {shard_count} equal shards."
-            )
 
         self.x = x
         self.y = y.astype(np.int32)
@@ -347,3 +308,56 @@ class EpochRemainder(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.source.on_epoch_end()
+
+
+def _checked_examples(x, y, num_classes):
+    """`x` as NHWC and `y` as one integer label per image, or a ValueError."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 4:
+        raise ValueError(f"x must be NHWC (4-D), got shape {x.shape}.")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"y must have shape ({len(x)},) to match x, got {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must hold integer labels, got {y.dtype}.")
+    if num_classes is not None:
+        check_labels(y, num_classes, where="BatchPipeline y")
+    return x, y
+
+
+def _checked_normalization(mean, std, channels):
+    """`mean` and `std` as one float64 per channel, or a ValueError."""
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    if mean.size != channels or std.size != channels:
+        raise ValueError(
+            f"mean and std need {channels} values (one per channel), got "
+            f"{mean.size} and {std.size}."
+        )
+    if np.any(std <= 0):
+        raise ValueError(f"std must be positive, got {tuple(std)}.")
+    return mean, std
+
+
+def _check_batching(batch_size, data_format, seed, pad, shard_index, shard_count):
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size:
+        raise ValueError(f"batch_size must be an integer, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}."
+        )
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    if int(pad) < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}.")
+    shard_count, shard_index = int(shard_count), int(shard_index)
+    if shard_count < 1 or not 0 <= shard_index < shard_count:
+        raise ValueError(
+            f"shard_index must be in [0, shard_count), got {shard_index} of {shard_count}."
+        )
+    if batch_size % shard_count:
+        raise ValueError(f"batch_size {batch_size} does not split into {shard_count} equal shards.")

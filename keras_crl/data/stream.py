@@ -30,6 +30,7 @@ import os
 import keras
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.data.augment import CROP_RATIO
 from keras_crl.data.augment import CROP_SCALE
 from keras_crl.data.augment import center_crop_box
@@ -248,7 +249,7 @@ class FolderStream(keras.utils.PyDataset):
         stream.load(stream.files[0], np.random.default_rng(0))
         ```
         """
-        from PIL import Image
+        Image = optional_import("PIL.Image", "data", "reading images")
 
         image = read_image(file, "RGB")
         size = (self.image_size, self.image_size)

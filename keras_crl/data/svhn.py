@@ -8,6 +8,7 @@ import urllib.request
 
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.data.dataset import Dataset
 from keras_crl.data.dataset import DatasetNotAvailable
 from keras_crl.data.dataset import check_labels
@@ -176,10 +177,8 @@ def fetch_file(split, data_dir=None, download=True):
 
 
 def _read_mat(path):
-    # scipy ships with scikit-learn, but only SVHN needs it.
-    from scipy.io import loadmat
-
-    contents = loadmat(path)
+    scipy_io = optional_import("scipy.io", "data", "reading SVHN's .mat files")
+    contents = scipy_io.loadmat(path)
     # Stored as (height, width, channel, image) in MATLAB order.
     x = np.ascontiguousarray(np.transpose(contents["X"], (3, 0, 1, 2)))
     y = np.asarray(contents["y"]).reshape(-1).astype(np.int64)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.study.stats import describe
 from keras_crl.study.stats import percent
 from keras_crl.study.variants import BASELINE
@@ -10,8 +11,7 @@ from keras_crl.study.variants import SWEEP_BETAS
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib", "study", "the study's plotting")
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 

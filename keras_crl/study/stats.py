@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from keras_crl._optional import optional_import
 from keras_crl.study.variants import AUTHORS
 from keras_crl.study.variants import BASELINE
 from keras_crl.study.variants import SWEEP_ALPHAS
@@ -57,7 +58,7 @@ def paired(differences, confidence=0.95):
     >>> round(paired([1.0, 2.0, 3.0])["t"], 6)  # 2 / (1 / sqrt(3))
     3.464102
     """
-    from scipy import stats
+    stats = optional_import("scipy.stats", "study", "the study's t test")
 
     d = np.asarray(differences, dtype=float)
     n = len(d)
@@ -85,7 +86,7 @@ def seeds_to_resolve(std, difference, confidence=0.95, most=1000):
     >>> seeds_to_resolve(1.0, 1.0)  # t_(6) = 2.447: 2.447 / sqrt(7) = 0.92
     7
     """
-    from scipy import stats
+    stats = optional_import("scipy.stats", "study", "the study's t test")
 
     if std == 0:
         return 2
@@ -125,62 +126,96 @@ def analyse(settings, records):
         family of its own), `sweep` (the grid, when swept, with its
         own Holm family) and `backend_agreement`.
     """
-    accuracy = {}
-    for r in records:
-        if not r["failed"]:
-            accuracy[(r["backend"], r["variant"], r["seed"])] = percent(r)
+    accuracy = {
+        (r["backend"], r["variant"], r["seed"]): percent(r) for r in records if not r["failed"]
+    }
+    comparisons = _family(
+        settings, accuracy, [(v, BASELINE) for v in settings.variants if v != BASELINE]
+    )
+    # What a user deciding on CRL asks: the authors' setting against each
+    # other loss, a family of its own.
+    head_to_head = (
+        _family(
+            settings,
+            accuracy,
+            [(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)],
+        )
+        if AUTHORS in settings.variants
+        else []
+    )
+    return {
+        "summary": _summary(settings, records, accuracy) + _pooled_summary(settings, accuracy),
+        "comparisons": comparisons,
+        "head_to_head": head_to_head,
+        "sweep": _sweep(settings, accuracy) if settings.sweep else [],
+        "backend_agreement": _backend_agreement(settings, accuracy),
+    }
+
+
+# `accuracy` below maps (backend, variant name, seed) to a finished run's
+# test accuracy in percent.
+
+
+def _values(settings, accuracy, backend, v):
+    """The accuracies of `v` on `backend`, seed by seed, finished runs only."""
+    return [
+        accuracy[(backend, v.name, s)] for s in settings.seeds if (backend, v.name, s) in accuracy
+    ]
+
+
+def _versus(settings, accuracy, backend, v, base=BASELINE):
+    """`v` against `base` on `backend`, paired over the seeds both finished."""
+    seeds = [
+        s
+        for s in settings.seeds
+        if (backend, v.name, s) in accuracy and (backend, base.name, s) in accuracy
+    ]
+    result = paired(
+        [accuracy[(backend, v.name, s)] - accuracy[(backend, base.name, s)] for s in seeds]
+    )
+    return {"backend": backend, **_pair(v, base), **result}
+
+
+def _seed_means(settings, accuracy, v, seeds):
+    """Each seed's accuracy of `v`, averaged over the backends."""
+    return [np.mean([accuracy[(b, v.name, s)] for b in settings.backends]) for s in seeds]
+
+
+def _complete_seeds(settings, accuracy, *vs):
+    """The seeds where every variant in `vs` finished on every backend."""
+    return [
+        s
+        for s in settings.seeds
+        if all((b, v.name, s) in accuracy for b in settings.backends for v in vs)
+    ]
+
+
+def _family(settings, accuracy, pairs):
+    """Paired comparisons of `(variant, base)` pairs on every backend and,
+    with several backends, on the seed means; Holm-adjusted together."""
+    rows = [_versus(settings, accuracy, b, v, base) for b in settings.backends for v, base in pairs]
+    if len(settings.backends) > 1:
+        # The seed is the unit of replication; averaging a seed's runs
+        # over the backends damps their rounding-driven divergence.
+        for v, base in pairs:
+            seeds = _complete_seeds(settings, accuracy, v, base)
+            differences = np.subtract(
+                _seed_means(settings, accuracy, v, seeds),
+                _seed_means(settings, accuracy, base, seeds),
+            )
+            rows.append({"backend": POOLED, **_pair(v, base), **paired(differences)})
+    for row, p in zip(rows, holm([r["p_t"] for r in rows])):
+        row["p_holm"] = p
+    return rows
+
+
+def _summary(settings, records, accuracy):
+    """One row per backend and loss: accuracy, failed seeds, timing."""
     failed = {}
     for r in records:
         if r["failed"]:
             failed.setdefault((r["backend"], r["variant"]), []).append(r["seed"])
-
-    def values(backend, v):
-        return [
-            accuracy[(backend, v.name, s)]
-            for s in settings.seeds
-            if (backend, v.name, s) in accuracy
-        ]
-
-    def versus(backend, v, base=BASELINE):
-        seeds = [
-            s
-            for s in settings.seeds
-            if (backend, v.name, s) in accuracy and (backend, base.name, s) in accuracy
-        ]
-        result = paired(
-            [accuracy[(backend, v.name, s)] - accuracy[(backend, base.name, s)] for s in seeds]
-        )
-        return {"backend": backend, **_pair(v, base), **result}
-
-    def seed_means(v, seeds):
-        return [np.mean([accuracy[(b, v.name, s)] for b in settings.backends]) for s in seeds]
-
-    def complete_seeds(*vs):
-        return [
-            s
-            for s in settings.seeds
-            if all((b, v.name, s) in accuracy for b in settings.backends for v in vs)
-        ]
-
-    def family(pairs):
-        """Paired comparisons of `(variant, base)` pairs on every backend and,
-        with several backends, on the seed means; Holm-adjusted together."""
-        rows = [versus(b, v, base) for b in settings.backends for v, base in pairs]
-        if len(settings.backends) > 1:
-            # The seed is the unit of replication; averaging a seed's runs
-            # over the backends damps their rounding-driven divergence.
-            for v, base in pairs:
-                seeds = complete_seeds(v, base)
-                differences = np.subtract(seed_means(v, seeds), seed_means(base, seeds))
-                rows.append({"backend": POOLED, **_pair(v, base), **paired(differences)})
-        for row, p in zip(rows, holm([r["p_t"] for r in rows])):
-            row["p_holm"] = p
-        return rows
-
-    def by_run(rows, key):
-        return [r[key] for r in rows if r.get(key) is not None]
-
-    summary = []
+    rows = []
     for backend in settings.backends:
         for v in settings.all_variants():
             runs = [
@@ -188,69 +223,69 @@ def analyse(settings, records):
                 for r in records
                 if r["backend"] == backend and r["variant"] == v.name and not r["failed"]
             ]
-            summary.append(
+            rows.append(
                 {
                     "backend": backend,
                     **v.as_record(),
                     "compared": v in settings.variants,
-                    **describe(values(backend, v)),
+                    **describe(_values(settings, accuracy, backend, v)),
                     "failed_seeds": failed.get((backend, v.name), []),
-                    "mean_best_epoch": _mean(by_run(runs, "best_epoch"), offset=1),
-                    "seconds_per_epoch": _mean(by_run(runs, "seconds_per_epoch")),
-                    "wall_seconds_per_run": _mean(by_run(runs, "wall_seconds")),
-                    "wall_seconds_total": float(sum(by_run(runs, "wall_seconds"))),
-                    "runs_timed": len(by_run(runs, "wall_seconds")),
+                    "mean_best_epoch": _mean(_by_run(runs, "best_epoch"), offset=1),
+                    "seconds_per_epoch": _mean(_by_run(runs, "seconds_per_epoch")),
+                    "wall_seconds_per_run": _mean(_by_run(runs, "wall_seconds")),
+                    "wall_seconds_total": float(sum(_by_run(runs, "wall_seconds"))),
+                    "runs_timed": len(_by_run(runs, "wall_seconds")),
                 }
             )
+    return rows
 
-    if len(settings.backends) > 1:
-        for v in settings.variants:
-            summary.append(
-                {
-                    "backend": POOLED,
-                    **v.as_record(),
-                    "compared": True,
-                    **describe(seed_means(v, complete_seeds(v, BASELINE))),
-                    "failed_seeds": [],
-                }
-            )
-    comparisons = family([(v, BASELINE) for v in settings.variants if v != BASELINE])
-    # What a user deciding on CRL asks: the authors' setting against each
-    # other loss, a family of its own.
-    head_to_head = (
-        family([(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)])
-        if AUTHORS in settings.variants
-        else []
-    )
 
-    sweep = []
-    if settings.sweep:
-        for backend in settings.backends:
-            for a in SWEEP_ALPHAS:
-                for b in SWEEP_BETAS:
-                    v = variant("crl", a, b)
-                    sweep.append(
-                        {
-                            "backend": backend,
-                            "alpha": a,
-                            "beta": b,
-                            "variant": v.name,
-                            "accuracy": describe(values(backend, v)),
-                            # The beta = 0 column is CE itself.
-                            "versus_ce": versus(backend, v) if v != BASELINE else None,
-                        }
-                    )
-        tested = [r for r in sweep if r["versus_ce"] is not None]
-        for row, p in zip(tested, holm([r["versus_ce"]["p_t"] for r in tested])):
-            row["versus_ce"]["p_holm"] = p
+def _by_run(runs, key):
+    return [r[key] for r in runs if r.get(key) is not None]
 
-    return {
-        "summary": summary,
-        "comparisons": comparisons,
-        "head_to_head": head_to_head,
-        "sweep": sweep,
-        "backend_agreement": _backend_agreement(settings, accuracy),
-    }
+
+def _pooled_summary(settings, accuracy):
+    """With several backends, one row per compared loss of per-seed means."""
+    if len(settings.backends) < 2:
+        return []
+    return [
+        {
+            "backend": POOLED,
+            **v.as_record(),
+            "compared": True,
+            **describe(
+                _seed_means(settings, accuracy, v, _complete_seeds(settings, accuracy, v, BASELINE))
+            ),
+            "failed_seeds": [],
+        }
+        for v in settings.variants
+    ]
+
+
+def _sweep(settings, accuracy):
+    """Every (alpha, beta) cell on every backend against CE, a Holm family."""
+    rows = []
+    for backend in settings.backends:
+        for a in SWEEP_ALPHAS:
+            for b in SWEEP_BETAS:
+                v = variant("crl", a, b)
+                rows.append(
+                    {
+                        "backend": backend,
+                        "alpha": a,
+                        "beta": b,
+                        "variant": v.name,
+                        "accuracy": describe(_values(settings, accuracy, backend, v)),
+                        # The beta = 0 column is CE itself.
+                        "versus_ce": _versus(settings, accuracy, backend, v)
+                        if v != BASELINE
+                        else None,
+                    }
+                )
+    tested = [r for r in rows if r["versus_ce"] is not None]
+    for row, p in zip(tested, holm([r["versus_ce"]["p_t"] for r in tested])):
+        row["versus_ce"]["p_holm"] = p
+    return rows
 
 
 def _pair(v, base):
