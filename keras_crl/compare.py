@@ -15,6 +15,7 @@ from keras_crl import backends as backends_lib
 from keras_crl.run_folder import plot_curves
 from keras_crl.run_folder import read_log
 from keras_crl.run_folder import read_weights
+from keras_crl.train import check_jit
 
 
 def compare_backends(config, out_dir, backends=backends_lib.BACKENDS, echo=print):
@@ -34,6 +35,8 @@ def compare_backends(config, out_dir, backends=backends_lib.BACKENDS, echo=print
         per-epoch training losses. Also written to `out_dir/comparison.{json,md}`, with the
         curves overlaid in `out_dir/loss.png` and `out_dir/accuracy.png`.
     """
+    for backend in backends:  # before any backend trains
+        check_jit(config.jit, config.deterministic, backend)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:

@@ -36,6 +36,7 @@ from keras_crl.losses import NegativeLogLikelihoodRatioLoss
 from keras_crl.recipes import get_recipe
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialise
+from keras_crl.reproducible import op_determinism
 
 LOSSES = ("crl", "nllr", "ce", "focal")
 
@@ -76,8 +77,20 @@ class TrainConfig:
         init_weights: A `.weights.h5` file to start from instead of the
             seeded NumPy initialisation.
         run_dir: The run folder.
-        jit: Compile the train step (`jit_compile`); `"auto"` lets Keras
-            choose.
+        jit: Compile the train step (`jit_compile`): `True` is XLA on
+            TensorFlow and JAX; `"auto"` lets Keras choose (XLA on JAX, and on
+            TensorFlow with a GPU unless `deterministic`; a graph without XLA
+            on a TensorFlow CPU; eager torch); `False` never compiles with
+            XLA. `True` is refused, with a `ValueError` naming the flags, on
+            TensorFlow when `deterministic` (Keras runs no XLA under
+            TensorFlow's op determinism: pass `deterministic=False`) and on
+            torch (Keras' torch step calls `loss.backward()` inside the
+            function torch.compile traces: it breaks into many graphs and
+            recompiles layer by layer; measured in `benchmarks/jit.py`).
+            What ran is in `config.json` and `metrics.json` under `"ran"`.
+        deterministic: Deterministic kernels (`reproducible.make_deterministic`):
+            TensorFlow's op determinism and torch's deterministic algorithms,
+            on (default) or off; the seeds are set either way.
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
         devices: Data-parallel replicas: `keras.distribution.DataParallel` on
             JAX, `tf.distribute.MirroredStrategy` on TensorFlow,
@@ -120,6 +133,7 @@ class TrainConfig:
     init_weights: str | None = None
     run_dir: str = "runs/latest"
     jit: bool | str = "auto"
+    deterministic: bool = True
     precision: str = "float32"
     devices: int = 1
     data_format: str = "channels_last"
@@ -302,12 +316,52 @@ def check_config(config):
         value = getattr(config, name)
         if value is not None and (isinstance(value, bool) or not value > 0):
             raise ValueError(f"`{name}` must be positive. Received: {name}={value!r}")
+    check_jit(config.jit, config.deterministic)
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}.")
     # Built, not called: a call makes tensors, and TensorFlow can no longer
     # split its CPU for `devices` once it has (`_train` calls it).
     config_loss(config)
     config.resolved_recipe()
+
+
+def check_jit(jit, deterministic, backend=None):
+    """Refuses a `jit=True` that would not run a compiled step on `backend`.
+
+    Example:
+
+    >>> check_jit(True, deterministic=False, backend="tensorflow")
+    >>> check_jit(True, deterministic=True, backend="tensorflow")
+    Traceback (most recent call last):
+    ...
+    ValueError: jit=True (--jit on) on TensorFlow needs deterministic=False ...
+    """
+    backend = backend or keras.backend.backend()
+    if jit is not True:
+        return
+    if backend == "tensorflow" and deterministic:
+        raise ValueError(
+            "jit=True (--jit on) on TensorFlow needs deterministic=False (--no-deterministic): "
+            "under TensorFlow's op determinism Keras runs the step without XLA."
+        )
+    if backend == "torch":
+        raise ValueError(
+            "jit=True (--jit on) is refused on torch: torch.compile splits Keras' train step "
+            "at loss.backward() and in BatchNormalization, and recompiles it layer by layer "
+            "(a first step of a minute, then mostly eager); use --jit off or auto."
+        )
+
+
+def resolved_jit(trainer):
+    """Whether `trainer`'s step is compiled (XLA, or torch.compile): Keras'
+    resolved `jit_compile` after `compile` (it turns `True` into `False`
+    where it cannot compile, with only a warning)."""
+    return bool(trainer.jit_compile)
+
+
+def ran(trainer):
+    """What a run really ran, for `config.json` and `metrics.json`."""
+    return {"jit": resolved_jit(trainer), "deterministic": op_determinism()}
 
 
 def train(config, callbacks=()):
@@ -323,10 +377,9 @@ def train(config, callbacks=()):
         images per second.
 
     The dtype policy and the distribution are restored when it returns. The
-    determinism switches stay on (`reproducible.make_deterministic`: seeded
-    Python, NumPy and backend generators, TensorFlow op determinism, torch
-    deterministic algorithms, TF32 off): they are process-wide and cannot be
-    undone on every backend.
+    process-wide switches of `reproducible.make_deterministic` stay as the
+    run set them: seeded Python, NumPy and backend generators, TF32 off, and
+    deterministic kernels on or off as `config.deterministic` says.
 
     Example:
 
@@ -340,7 +393,7 @@ def train(config, callbacks=()):
     run_dir = Path(config.run_dir)
     if parallel.is_chief():
         run_dir.mkdir(parents=True, exist_ok=True)
-    make_deterministic(config.seed)
+    make_deterministic(config.seed, ops=config.deterministic)
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
@@ -456,7 +509,9 @@ def _train(config, recipe, run_dir, callbacks):
     if resuming and chief:
         run_folder.truncate_log(run_dir / "log.csv", initial_epoch)
     if chief:
-        run_folder.write_json(run_dir / "config.json", describe(config, recipe, ds))
+        run_folder.write_json(
+            run_dir / "config.json", {**describe(config, recipe, ds), "ran": ran(trainer)}
+        )
     timer = EpochTimer(len(y_train))
     writers = (
         [
@@ -536,6 +591,7 @@ def _train(config, recipe, run_dir, callbacks):
         "final_train_loss": float(log["loss"][-1]) if "loss" in log else None,
         "seconds_per_epoch": timer.median_seconds(),
         "images_per_second": timer.images_per_second(),
+        "ran": ran(trainer),
     }
     if chief:
         run_folder.write_json(run_dir / "metrics.json", metrics)

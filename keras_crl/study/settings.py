@@ -12,6 +12,7 @@ from keras_crl.study.variants import parse_variant
 from keras_crl.study.variants import sweep_variants
 from keras_crl.study.variants import unique_variants
 from keras_crl.train import TrainConfig
+from keras_crl.train import check_jit
 from keras_crl.train import check_loss
 from keras_crl.train import config_loss
 
@@ -33,6 +34,7 @@ TRAINING_FIELDS = (
     "dataset_options",
     "limit",
     "jit",
+    "deterministic",
     "precision",
 )
 
@@ -141,6 +143,8 @@ def resolve_settings(
         sweep=bool(sweep),
         quick=bool(quick),
     )
+    for backend in settings.backends:
+        check_jit(training["jit"], training["deterministic"], backend)
     settings.command = command_line(settings, out_dir)
     return settings
 
@@ -178,6 +182,8 @@ def command_line(settings, out_dir):
     ]
     if tr["augment"] is False:
         parts.append("--no-augment")
+    if tr.get("deterministic") is False:
+        parts.append("--no-deterministic")
     if settings.seeds == list(range(len(settings.seeds))):
         parts.append(f"--seeds {len(settings.seeds)}")
     parts.append(f"--backends {','.join(settings.backends)}")
