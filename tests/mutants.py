@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ON_HOST = "tests/test_losses.py::TestEagerChecksOnTheHostOnly::"
 GPU_CHECK = "tests/test_gpu_check.py::"
 STREAM = "tests/test_stream.py::"
+JIT = "tests/test_jit.py::"
 ZOO = "tests/test_models.py::"
 
 
@@ -458,9 +459,20 @@ MUTANTS = [
     Mutant(
         "GPU check never compiles the train step",
         "benchmarks/gpu_check.sh",
-        "    jit=true\n",
-        "    jit=false\n",
+        "    tensorflow) jit=true deterministic=false ;;\n"
+        "    torch) jit=false deterministic=true ;;\n"
+        "    *) jit=true deterministic=true ;;\n",
+        "    tensorflow) jit=false deterministic=false ;;\n"
+        "    torch) jit=false deterministic=true ;;\n"
+        "    *) jit=false deterministic=true ;;\n",
         (f"{GPU_CHECK}test_each_backend_trained_resnet_settings_in_bf16_with_jit",),
+    ),
+    Mutant(
+        "GPU check asks TensorFlow for XLA under op determinism",
+        "benchmarks/gpu_check.sh",
+        "    tensorflow) jit=true deterministic=false ;;",
+        "    tensorflow) jit=true deterministic=true ;;",
+        (f"{GPU_CHECK}test_dry_run_passes_every_step",),
     ),
     Mutant(
         "GPU check runs every backend's tests on torch",
@@ -483,6 +495,41 @@ MUTANTS = [
         '>>"$WORK/steps.tsv"\n',
         "",
         (f"{GPU_CHECK}test_dry_run_passes_every_step",),
+    ),
+    Mutant(
+        "TensorFlow --jit on silently runs without XLA: op determinism on whatever the config",
+        "keras_crl/train.py",
+        "    make_deterministic(config.seed, ops=config.deterministic)\n",
+        "    make_deterministic(config.seed)\n",
+        (
+            f"{JIT}test_jit_on_runs_xla_on_tensorflow",
+            f"{JIT}test_a_process_that_ran_deterministic_can_run_xla",
+        ),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "TensorFlow --jit on under op determinism not refused",
+        "keras_crl/train.py",
+        '    if backend == "tensorflow" and deterministic:',
+        '    if backend == "tensorflow" and deterministic and False:',
+        (f"{JIT}test_jit_on_under_determinism_is_refused_on_tensorflow",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "torch --jit on compiled: torch.compile recompiles the step layer by layer",
+        "keras_crl/train.py",
+        '    if backend == "torch":\n        raise ValueError(',
+        '    if backend == "torch" and False:\n        raise ValueError(',
+        (f"{JIT}test_the_jit_rule",),
+        backend="jax",
+    ),
+    Mutant(
+        "config.json says the step compiled when Keras turned jit off",
+        "keras_crl/train.py",
+        "    return bool(trainer.jit_compile)",
+        "    return True",
+        (f"{JIT}test_a_process_that_ran_deterministic_can_run_xla",),
+        backend="tensorflow",
     ),
     Mutant(
         "streaming folder decodes everything into memory",

@@ -21,6 +21,7 @@ from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import op_determinism
 from keras_crl.reproducible import set_op_determinism
 from keras_crl.train import TrainConfig
+from keras_crl.train import check_jit
 from keras_crl.train import train
 from tests.backend_utils import BACKEND
 from tests.backend_utils import HAS_XLA
@@ -107,6 +108,22 @@ def test_jit_on_runs_xla_on_jax_deterministically(tmp_path):
     assert cli.main(["train", "--jit", "on", *SMALL, "--run-dir", str(run_dir)]) == 0
     ran = {"jit": True, "deterministic": True}  # XLA on a CPU is deterministic
     assert json.loads((run_dir / "config.json").read_text())["ran"] == ran
+
+
+@pytest.mark.once_per_suite
+def test_the_jit_rule():
+    for backend in ("tensorflow", "torch", "jax"):
+        for deterministic in (True, False):
+            for jit in ("auto", False):
+                check_jit(jit, deterministic, backend)  # Keras' choice, or no XLA: fine
+    check_jit(True, True, "jax")
+    check_jit(True, False, "jax")
+    check_jit(True, False, "tensorflow")
+    with pytest.raises(ValueError, match=r"--jit on\) on TensorFlow needs .*--no-deterministic"):
+        check_jit(True, True, "tensorflow")
+    for deterministic in (True, False):
+        with pytest.raises(ValueError, match=r"--jit on\) is refused on torch: torch.compile"):
+            check_jit(True, deterministic, "torch")
 
 
 @pytest.mark.once_per_suite
