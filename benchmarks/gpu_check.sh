@@ -9,11 +9,14 @@
 #      tests/test_losses.py on each backend, and the cross-backend consistency
 #      suite (tests/cross_backend/test_consistency.py, needs all three backends);
 #   2. training, one backend after the other: ResNet-18 on CIFAR-shape synthetic
-#      data (32x32x3, 10 classes) in mixed_bfloat16 with the train step compiled
-#      (--jit on), 6 epochs of 45 steps of 256 images, through keras_crl.train;
-#      each process first records its devices and TF32 settings;
+#      data (32x32x3, 10 classes) in mixed_bfloat16, 6 epochs of 45 steps of 256
+#      images, through keras_crl.train, the train step compiled with XLA on
+#      TensorFlow (jit on, op determinism off: Keras runs no XLA under it) and
+#      JAX (jit on, deterministic), eager on torch (keras-crl refuses jit on
+#      there: see TrainConfig); each process first records its devices and TF32
+#      settings, and its run folder what ran ("ran": compiled, deterministic);
 #   3. summary: every step's exit status and time, the tests' counts and
-#      failures, images/s per backend (median epoch after the first, which
+#      failures, what each training ran (compiled, deterministic), images/s per backend (median epoch after the first, which
 #      compiles; validation and checkpoints included), and agreement with the
 #      first backend trained (final weights relative to each tensor's scale,
 #      per-epoch training losses, test accuracy).
@@ -22,8 +25,7 @@
 # every step's log). WORK_DIR (default OUT_DIR/work) holds the rest: each
 # step's full log, JUnit XML, devices-BACKEND.json, the run folders.
 # --dry-run: one loss test per backend, the consistency suite only collected,
-# small_cnn on 8x8 images for 2 epochs, torch not compiled (torch.compile
-# takes about 40 s cold on a CPU); about a minute on 2 CPU cores.
+# small_cnn on 8x8 images for 2 epochs; about a minute on 2 CPU cores.
 # BACKENDS (default "tensorflow torch jax") chooses backends; one that is not
 # installed is skipped and reported. Exit status 0 when no step failed.
 set -u
@@ -59,14 +61,14 @@ export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_deterministic_ops=true"
 if [ "$DRY_RUN" = 1 ]; then
     TESTS="tests/test_reproducible.py tests/test_losses.py::TestValues::test_hand_computed_value"
     CROSS_ARGS="--collect-only -q tests/cross_backend/test_consistency.py"
-    MODEL=small_cnn IMAGE_SIZE=8 SAMPLES=64 EPOCHS=2 BATCH=16 TORCH_JIT=false
+    MODEL=small_cnn IMAGE_SIZE=8 SAMPLES=64 EPOCHS=2 BATCH=16
     TEST_LIMIT=240 BUDGET=600
 else
     TESTS="tests/test_reproducible.py tests/test_losses.py"
     CROSS_ARGS="tests/cross_backend/test_consistency.py"
     # 12800 images: 11520 to train (45 batches of 256), 1280 to validate, and
     # 2560 test images; every batch full, so nothing compiles twice.
-    MODEL=resnet18 IMAGE_SIZE=32 SAMPLES=12800 EPOCHS=6 BATCH=256 TORCH_JIT=true
+    MODEL=resnet18 IMAGE_SIZE=32 SAMPLES=12800 EPOCHS=6 BATCH=256
     # Seconds: the tests' limit, and the whole script's (the trainings share
     # what the tests leave).
     TEST_LIMIT=210 BUDGET=450
@@ -149,12 +151,17 @@ for backend in $(echo " $BACKENDS " | sed 's/ torch / /') $(echo " $BACKENDS " |
     [ "$limit" -lt 30 ] && limit=30
     to_train=$((to_train - 1))
     echo "gpu_check: training on $backend (at most $limit s)"
-    jit=true
-    [ "$backend" = torch ] && jit=$TORCH_JIT
+    # What each backend can compile: TrainConfig.jit refuses the rest.
+    case $backend in
+    tensorflow) jit=true deterministic=false ;;
+    torch) jit=false deterministic=true ;;
+    *) jit=true deterministic=true ;;
+    esac
     cat >"$WORK/train-$backend.json" <<EOF
 {"model": "$MODEL", "dataset": "synthetic",
  "dataset_options": {"num_samples": $SAMPLES, "image_size": $IMAGE_SIZE},
- "epochs": $EPOCHS, "batch_size": $BATCH, "jit": $jit, "precision": "mixed_bfloat16",
+ "epochs": $EPOCHS, "batch_size": $BATCH, "jit": $jit, "deterministic": $deterministic,
+ "precision": "mixed_bfloat16",
  "seed": 0, "verbose": 2, "run_dir": "$WORK/train/$backend"}
 EOF
     KERAS_BACKEND=$backend run_step "train-$backend" "$limit" \
@@ -334,19 +341,20 @@ failed = [f for counts in tests.values() if counts for f in counts["failed"]]
 lines += ["", *(f"- FAILED {f}" for f in failed)] if failed else []
 lines += [
     "",
-    "| backend | GPU | TF32 | images/s | s/epoch | final train loss | test accuracy "
-    "| max weight diff | max epoch-loss diff |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| backend | GPU | TF32 | compiled | deterministic | images/s | s/epoch | final train loss "
+    "| test accuracy | max weight diff | max epoch-loss diff |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for backend in backends:
     run = runs[backend]
     if not run or "metrics" not in run:
-        lines.append(f"| {backend} | {run['gpu'] if run else '?'} | no result | | | | | | |")
+        lines.append(f"| {backend} | {run['gpu'] if run else '?'} | no result | | | | | | | | |")
         continue
     m, a = run["metrics"], agreement.get(backend)
     tf32_off = all(v in (False, "highest") for v in run["tf32_after"].values())
     lines.append(
         f"| {backend} | {run['gpu']} | {'off' if tf32_off else run['tf32_after']} "
+        f"| {m['ran']['jit']} | {m['ran']['deterministic']} "
         f"| {m['images_per_second']:.0f} "
         f"| {m['seconds_per_epoch']:.2f} | {m['final_train_loss']:.4f} "
         f"| {100 * m['test_accuracy']:.2f} % "

@@ -41,7 +41,7 @@ def compare_backends(config, out_dir, backends=backends_lib.BACKENDS, echo=print
     """
     from keras_crl.config import check_config
 
-    check_config(config)
+    check_config(config, backends)  # before any backend trains
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:

@@ -59,6 +59,7 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "check_config",
+    "check_jit",
     "config_loss",
     "loss_parameters",
     "resumed_config",
@@ -112,8 +113,19 @@ class TrainConfig:
         init_weights: A `.weights.h5` file to start from instead of the
             seeded NumPy initialization.
         run_dir: The run folder.
-        jit: Compile the train step (`jit_compile`); `"auto"` lets Keras
-            choose.
+        jit: Compile the train step (`jit_compile`): `True` is XLA on
+            TensorFlow and JAX; `"auto"` lets Keras choose (XLA on JAX, and on
+            TensorFlow with a GPU unless `deterministic`; a graph without XLA
+            on a TensorFlow CPU; eager torch); `False` never compiles with
+            XLA. `True` is refused (`check_jit`) on TensorFlow when
+            `deterministic` (Keras runs no XLA under TensorFlow's op
+            determinism) and on torch (torch.compile breaks Keras' step into
+            many graphs and recompiles it layer by layer; measured in
+            `benchmarks/jit.py`). What ran is in `config.json` and
+            `metrics.json` under `"ran"`.
+        deterministic: Deterministic kernels (`reproducible.make_deterministic`):
+            TensorFlow's op determinism and torch's deterministic algorithms,
+            on (default) or off; the seeds are set either way.
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
         devices: Data-parallel replicas: `keras.distribution.DataParallel` on
             JAX, `tf.distribute.MirroredStrategy` on TensorFlow,
@@ -166,6 +178,7 @@ class TrainConfig:
     init_weights: str | None = None
     run_dir: str = "runs/latest"
     jit: bool | str = "auto"
+    deterministic: bool = True
     precision: str = "float32"
     devices: int = 1
     data_format: str = "channels_last"
@@ -234,6 +247,7 @@ _CHOICES = {
     "data_format": DATA_FORMATS,
     "schedule": SCHEDULES,
     "jit": ("auto", True, False),
+    "deterministic": (True, False),
 }
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -263,11 +277,13 @@ def config_loss(config):
     )
 
 
-def check_config(config):
+def check_config(config, backends=None):
     """Checks every field of `config`, before any data is read.
 
     Args:
         config: A `TrainConfig`.
+        backends: The backends it will train on (default: the current one),
+            for what depends on the backend (`check_jit`).
 
     Raises:
         ConfigError: A field holds a value it cannot take: a number out of
@@ -280,9 +296,54 @@ def check_config(config):
     _check_names(config)
     _check_loss_parameters(config)
     _check_dataset_options(config)
+    for backend in backends or [None]:
+        check_jit(config.jit, config.deterministic, backend)
     # Built, not called: a call makes tensors, and TensorFlow can no longer
     # split its CPU for `devices` once it has (`train` calls it).
     config_loss(config)
+
+
+def check_jit(jit, deterministic, backend=None):
+    """Refuses a `jit=True` that would not run a compiled step on `backend`.
+
+    Args:
+        jit: `TrainConfig.jit`.
+        deterministic: `TrainConfig.deterministic`.
+        backend: `"tensorflow"`, `"jax"` or `"torch"`; default: Keras' own.
+
+    Raises:
+        ConfigError: `jit=True` on TensorFlow with deterministic kernels, or
+            on torch.
+
+    Example:
+
+    >>> check_jit(True, deterministic=False, backend="tensorflow")
+    >>> check_jit(True, deterministic=True, backend="tensorflow")
+    Traceback (most recent call last):
+    ...
+    keras_crl.config.ConfigError: jit=True: needs deterministic=False (--no-deterministic) ...
+    """
+    if jit is not True:
+        return
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "tensorflow" and deterministic:
+        raise ConfigError(
+            "jit",
+            True,
+            "needs deterministic=False (--no-deterministic) on TensorFlow: under its op "
+            "determinism Keras runs the step without XLA",
+        )
+    if backend == "torch":
+        raise ConfigError(
+            "jit",
+            True,
+            "is refused on torch: torch.compile splits Keras' train step at loss.backward() "
+            "and in BatchNormalization and recompiles it layer by layer (a first step of a "
+            "minute, then mostly eager); use --jit off or auto",
+        )
 
 
 def _check_numbers(config):

@@ -155,13 +155,10 @@ def _truncated_normal(rng, stddev, shape):
     return values * stddev
 
 
-def make_deterministic(seed):
-    """Seeds every generator, asks for deterministic kernels, turns TF32 off.
+def make_deterministic(seed, ops=True):
+    """Seeds every generator, sets deterministic kernels on or off, turns TF32 off.
 
-    TensorFlow: `enable_op_determinism`. PyTorch: deterministic algorithms
-    (and, on GPU, deterministic cuBLAS workspaces). JAX on CPU is
-    deterministic; on GPU set `XLA_FLAGS=--xla_gpu_deterministic_ops=true`
-    before starting Python.
+    Deterministic kernels: `set_op_determinism(ops)`.
 
     TensorFloat-32 (float32 inputs rounded to a 10-bit mantissa) is turned
     off on every backend: recent NVIDIA GPUs use it by default for float32
@@ -170,24 +167,23 @@ def make_deterministic(seed):
     `enable_tensor_float_32_execution(False)`. PyTorch:
     `torch.backends.cuda.matmul.allow_tf32 = False` and
     `torch.backends.cudnn.allow_tf32 = False`. JAX:
-    `jax_default_matmul_precision = "highest"`. Like the determinism
-    switches, these are process-wide and stay set.
+    `jax_default_matmul_precision = "highest"`. These switches are
+    process-wide and stay as set.
 
     Args:
         seed: Integer seed for Python, NumPy and the backend.
+        ops: Deterministic kernels on (default) or off.
     """
     _keras_compat.set_random_seed(seed)
+    set_op_determinism(ops)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tf.config.experimental.enable_op_determinism()
         tf.config.experimental.enable_tensor_float_32_execution(False)
     elif backend == "torch":
         import torch
 
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
         # The legacy switches: torch maps them onto its newer `fp32_precision`
         # settings, and, unlike those, they leave every TF32 getter readable
         # (after `torch.backends.cudnn.conv.fp32_precision = "ieee"` alone,
@@ -198,3 +194,64 @@ def make_deterministic(seed):
         import jax
 
         jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def set_op_determinism(on):
+    """Deterministic kernels on or off, process-wide.
+
+    TensorFlow: op determinism (`enable_op_determinism`). PyTorch:
+    deterministic algorithms (and, on GPU, deterministic cuBLAS workspaces).
+    JAX on CPU is deterministic; on GPU set
+    `XLA_FLAGS=--xla_gpu_deterministic_ops=true` before starting Python.
+    Turning them off again lets a process that ran a deterministic run run
+    one with XLA on TensorFlow: Keras compiles no XLA while op determinism
+    is on.
+
+    Args:
+        on: `True` or `False`.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        # TensorFlow's public API only turns it on; its own tests (and
+        # Keras') switch it through this module.
+        from tensorflow.python.framework import config as tf_config
+
+        if on:
+            tf_config.enable_op_determinism()
+        else:
+            tf_config.disable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(bool(on), warn_only=True)
+
+
+def op_determinism():
+    """Whether the backend's deterministic kernels are on now.
+
+    TensorFlow: op determinism; PyTorch: deterministic algorithms; JAX:
+    `--xla_gpu_deterministic_ops=true` in `XLA_FLAGS`, or no GPU (XLA on a
+    CPU is deterministic).
+
+    Example (on a CPU):
+
+    >>> make_deterministic(0)
+    >>> op_determinism()
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    if backend == "torch":
+        import torch
+
+        return torch.are_deterministic_algorithms_enabled()
+    if backend == "jax":
+        import jax
+
+        gpu = any(d.platform == "gpu" for d in jax.devices())
+        return not gpu or "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", "")
+    return True

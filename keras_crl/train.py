@@ -41,6 +41,7 @@ from keras_crl.config import resumed_config
 from keras_crl.loss_factory import check_loss
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialize
+from keras_crl.reproducible import op_determinism
 
 __all__ = ["TrainConfig", "check_config", "train"]
 
@@ -79,11 +80,10 @@ def train(config, callbacks=()):
             other settings (`keras_crl.config.resumed_config`).
 
     The dtype policy and the distribution are restored when it returns. The
-    determinism switches stay on (`reproducible.make_deterministic`: seeded
-    Python, NumPy and backend generators, TensorFlow op determinism, torch
-    deterministic algorithms, TF32 off): they are process-wide and cannot be
-    undone on every backend. A run that fails before training leaves no run
-    folder behind.
+    process-wide switches of `reproducible.make_deterministic` stay as the
+    run set them: seeded Python, NumPy and backend generators, TF32 off, and
+    deterministic kernels on or off as `config.deterministic` says. A run
+    that fails before training leaves no run folder behind.
 
     Example:
 
@@ -97,7 +97,7 @@ def train(config, callbacks=()):
     recipe = config.resolved_recipe()
     if resume.resuming and run_folder.finished(config.run_dir, recipe.epochs):
         return json.loads((Path(config.run_dir) / "metrics.json").read_text())
-    make_deterministic(config.seed)
+    make_deterministic(config.seed, ops=config.deterministic)
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
@@ -133,7 +133,7 @@ def _train(config, recipe, resume, callbacks):
         _keras_compat.build_metrics(trainer, parallel.shard(train_data)[0])
     chief = parallel.is_chief()
     if chief:
-        _open_run_folder(run_dir, config, recipe, ds, resume)
+        _open_run_folder(run_dir, config, recipe, ds, resume, ran(trainer))
     timer = EpochTimer(len(ds.y_train[: config.limit]))
     fit = dict(
         validation_data=parallel.shard(val_data, training=False) if len(ds.y_val) else None,
@@ -220,14 +220,15 @@ def _compiled(config, recipe, model, steps_per_epoch):
     return trainer
 
 
-def _open_run_folder(run_dir, config, recipe, ds, resume):
+def _open_run_folder(run_dir, config, recipe, ds, resume, what_ran):
     """Writes `config.json`; a fresh run first clears a former run's files."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume.resuming:
         run_folder.truncate_log(run_dir / "log.csv", resume.epoch)
     else:
         run_folder.clear(run_dir)
-    run_folder.write_json(run_dir / "config.json", describe(config, recipe, ds, resume))
+    description = {**describe(config, recipe, ds, resume), "ran": what_ran}
+    run_folder.write_json(run_dir / "config.json", description)
 
 
 def _callbacks(config, model, train_data, resume, timer, chief):
@@ -312,11 +313,20 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
         "final_train_loss": float(log["loss"][-1]) if "loss" in log else None,
         "seconds_per_epoch": timer.median_seconds(),
         "images_per_second": timer.images_per_second(),
+        "ran": ran(trainer),
     }
     if chief:
         run_folder.write_json(run_dir / "metrics.json", metrics)
         run_folder.plot_curves(log, run_dir)
     return metrics
+
+
+def ran(trainer):
+    """What a run really ran, for `config.json` and `metrics.json`: whether
+    its step is compiled (Keras' resolved `jit_compile`, which Keras turns
+    from `True` to `False` with only a warning where it cannot compile) and
+    whether deterministic kernels are on."""
+    return {"jit": bool(trainer.jit_compile), "deterministic": op_determinism()}
 
 
 def _trained_on(resume):

@@ -3,10 +3,14 @@
 Keras has no backend-neutral `grad`, so the tests get one here, in one place.
 """
 
+import contextlib
 import hashlib
 
 import keras
 import numpy as np
+
+from keras_crl.reproducible import op_determinism
+from keras_crl.reproducible import set_op_determinism
 
 BACKEND = keras.backend.backend()
 HAS_XLA = BACKEND in ("tensorflow", "jax")
@@ -55,6 +59,19 @@ def xla(fn):
     import tensorflow as tf
 
     return tf.function(fn, jit_compile=True)
+
+
+@contextlib.contextmanager
+def op_determinism_off():
+    """Deterministic kernels off inside, as they were after: Keras compiles
+    no XLA on TensorFlow under op determinism (only a warning says so), and
+    an earlier test or `make_deterministic` may have turned it on."""
+    was = op_determinism()
+    set_op_determinism(False)
+    try:
+        yield
+    finally:
+        set_op_determinism(was)
 
 
 def _numpy(x):

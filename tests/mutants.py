@@ -28,6 +28,7 @@ ON_HOST = "tests/test_losses.py::TestEagerChecksOnTheHostOnly::"
 GPU_CHECK = "tests/test_gpu_check.py::"
 STREAM = "tests/test_stream.py::"
 DATA = "tests/test_data.py::"
+JIT = "tests/test_jit.py::"
 ZOO = "tests/test_models.py::"
 
 
@@ -467,9 +468,20 @@ MUTANTS = [
     Mutant(
         "GPU check never compiles the train step",
         "benchmarks/gpu_check.sh",
-        "    jit=true\n",
-        "    jit=false\n",
+        "    tensorflow) jit=true deterministic=false ;;\n"
+        "    torch) jit=false deterministic=true ;;\n"
+        "    *) jit=true deterministic=true ;;\n",
+        "    tensorflow) jit=false deterministic=false ;;\n"
+        "    torch) jit=false deterministic=true ;;\n"
+        "    *) jit=false deterministic=true ;;\n",
         (f"{GPU_CHECK}test_each_backend_trained_resnet_settings_in_bf16_with_jit",),
+    ),
+    Mutant(
+        "GPU check asks TensorFlow for XLA under op determinism",
+        "benchmarks/gpu_check.sh",
+        "    tensorflow) jit=true deterministic=false ;;",
+        "    tensorflow) jit=true deterministic=true ;;",
+        (f"{GPU_CHECK}test_dry_run_passes_every_step",),
     ),
     Mutant(
         "GPU check runs every backend's tests on torch",
@@ -492,6 +504,41 @@ MUTANTS = [
         '>>"$WORK/steps.tsv"\n',
         "",
         (f"{GPU_CHECK}test_dry_run_passes_every_step",),
+    ),
+    Mutant(
+        "TensorFlow --jit on silently runs without XLA: op determinism on whatever the config",
+        "keras_crl/train.py",
+        "    make_deterministic(config.seed, ops=config.deterministic)\n",
+        "    make_deterministic(config.seed)\n",
+        (
+            f"{JIT}test_jit_on_runs_xla_on_tensorflow",
+            f"{JIT}test_a_process_that_ran_deterministic_can_run_xla",
+        ),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "TensorFlow --jit on under op determinism not refused",
+        "keras_crl/config.py",
+        '    if backend == "tensorflow" and deterministic:',
+        '    if backend == "tensorflow" and deterministic and False:',
+        (f"{JIT}test_jit_on_under_determinism_is_refused_on_tensorflow",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "torch --jit on compiled: torch.compile recompiles the step layer by layer",
+        "keras_crl/config.py",
+        '    if backend == "torch":\n        raise ConfigError(',
+        '    if backend == "torch" and False:\n        raise ConfigError(',
+        (f"{JIT}test_the_jit_rule",),
+        backend="jax",
+    ),
+    Mutant(
+        "config.json says the step compiled when Keras turned jit off",
+        "keras_crl/train.py",
+        '    return {"jit": bool(trainer.jit_compile),',
+        '    return {"jit": True,',
+        (f"{JIT}test_a_process_that_ran_deterministic_can_run_xla",),
+        backend="tensorflow",
     ),
     Mutant(
         "streaming folder decodes everything into memory",

@@ -67,6 +67,8 @@ def _in_flags(parser, args, error):
         return error
     flag = flag_of(parser, args.command, error.field)
     value = error.value[0] if error.field == "image_size" and error.value else error.value
+    if error.field == "jit":
+        value = {True: "on", False: "off"}.get(value, value)
     if not flag.startswith("--"):
         return error
     if isinstance(value, bool) or value is None:

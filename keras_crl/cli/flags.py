@@ -110,7 +110,16 @@ def _add_data_and_recipe_arguments(parser, defaults):
         "--jit",
         choices=("auto", "on", "off"),
         default="auto",
-        help="compile the train step (XLA on TensorFlow/JAX, torch.compile on torch)",
+        help="compile the train step with XLA (TensorFlow, JAX); on: a compiled step or an "
+        "error (TensorFlow needs --no-deterministic; torch: refused); auto: Keras' choice "
+        "(default)",
+    )
+    add(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deterministic kernels: TensorFlow op determinism, torch deterministic "
+        "algorithms (default: on; the seeds are set either way)",
     )
     add("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
 
@@ -374,6 +383,7 @@ def config_from_args(args, run_dir):
         limit=args.limit,
         run_dir=run_dir,
         jit={"auto": "auto", "on": True, "off": False}[args.jit],
+        deterministic=args.deterministic,
         precision=args.precision,
         resume=getattr(args, "resume", False),
         **run,

@@ -34,6 +34,7 @@ TRAINING_FIELDS = (
     "dataset_options",
     "limit",
     "jit",
+    "deterministic",
     "precision",
 )
 
@@ -135,12 +136,13 @@ def resolve_settings(
     for v in extra:
         check_loss(config_loss(TrainConfig(**v.train_fields())), v.spec)
     variants = unique_variants([*COMPARED, *extra])
+    backends = list(dict.fromkeys(check_backends(backends)))
     for v in unique_variants([*variants, *(sweep_variants() if sweep else [])]):
-        check_config(TrainConfig(**training, **v.train_fields()))
+        check_config(TrainConfig(**training, **v.train_fields()), backends)
     settings = StudySettings(
         training=training,
         seeds=list(range(seeds)),
-        backends=list(dict.fromkeys(check_backends(backends))),
+        backends=backends,
         variants=variants,
         sweep=bool(sweep),
         quick=bool(quick),
@@ -182,6 +184,8 @@ def command_line(settings, out_dir):
     ]
     if tr["augment"] is False:
         parts.append("--no-augment")
+    if tr.get("deterministic") is False:
+        parts.append("--no-deterministic")
     if settings.seeds == list(range(len(settings.seeds))):
         parts.append(f"--seeds {len(settings.seeds)}")
     parts.append(f"--backends {','.join(settings.backends)}")

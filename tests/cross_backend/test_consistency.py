@@ -144,6 +144,9 @@ def test_training_agrees(results, recipe, threads):
 def test_jit_training_agrees_with_eager(results):
     trained, _, _ = results
     for backend in ("tensorflow", "jax"):
+        # XLA ran (Keras turns jit_compile off with only a warning where it cannot).
+        assert trained[backend]["train/sgd/jit=True/compiled"], backend
+        assert not trained[backend]["train/sgd/jit=False/compiled"], backend
         jitted = {
             k.replace("jit=True", "jit=False"): v
             for k, v in trained[backend].items()

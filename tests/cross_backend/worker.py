@@ -135,7 +135,9 @@ def short_training(out, ds, out_dir, jit, recipe):
     from keras_crl.recipes import TorchSGD
     from keras_crl.recipes import get_recipe
 
-    make_deterministic(0)
+    # Keras compiles no XLA on TensorFlow under op determinism (a warning
+    # says so, and the run is a graph): the XLA run goes without it.
+    make_deterministic(0, ops=not jit)
     pipeline = training_pipeline(ds, ds.x_train[:640], ds.y_train[:640])
     model = models_lib.get_model("small_cnn", num_classes=10, input_shape=(8, 8, 1))
     numpy_initialize(model, 0)
@@ -164,6 +166,7 @@ def short_training(out, ds, out_dir, jit, recipe):
         callbacks=[data_lib.EpochSync(pipeline), record],
     )
     assert len(losses) == TRAINING_STEPS, len(losses)
+    out[f"{tag}/compiled"] = np.array(model.jit_compile)
     out[f"{tag}/losses"] = np.array(losses)
     for i, w in enumerate(model.weights):
         out[f"{tag}/w{i}"] = keras.ops.convert_to_numpy(w)
@@ -199,6 +202,7 @@ def main(stage, out_dir):
             short_training(out, ds, out_dir, jit=False, recipe=recipe)
         if HAS_XLA:
             short_training(out, ds, out_dir, jit=True, recipe="sgd")
+            make_deterministic(0)
         zoo_forward(out)
     else:
         evaluate_weights(out, ds, out_dir)
