@@ -60,9 +60,12 @@ class OneOffAccuracy(keras.metrics.MeanMetricWrapper):
     >>> float(metric.result())
     0.75
 
+    In `compile`, pass it as a `weighted_metrics` entry: Keras weighs only
+    those by the `sample_weight` given to `fit` / `evaluate`.
+
     ```python
     model.compile(loss=CompetingRatioLoss(from_logits=True),
-                  metrics=["accuracy", OneOffAccuracy()])
+                  weighted_metrics=["accuracy", OneOffAccuracy()])
     ```
     """
 

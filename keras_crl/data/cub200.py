@@ -32,8 +32,8 @@ def read_id_table(path, fields):
             when `fields` is 1, as class names do not).
 
     Returns:
-        A dict from the integer id to a tuple of `fields` strings, in file
-        order.
+        A dict from the integer id to `(line, values)`: the 1-based line
+        number and a tuple of `fields` strings, in file order.
 
     Raises:
         FileNotFoundError: If `path` is missing.
@@ -44,7 +44,7 @@ def read_id_table(path, fields):
 
     ```python
     paths = read_id_table("CUB_200_2011/images.txt", 1)
-    paths[1]  # ('001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg',)
+    paths[1]  # (1, ('001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg',))
     ```
     """
     require_file(path, "CUB-200-2011 list")
@@ -53,7 +53,7 @@ def read_id_table(path, fields):
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            parts = line.split(maxsplit=fields)
+            parts = line.strip().split(maxsplit=fields)
             if len(parts) != fields + 1 or not parts[0].isdigit():
                 raise ValueError(
                     f"{path} line {number}: expected '<id>' and {fields} value(s), got {line!r}."
@@ -61,7 +61,7 @@ def read_id_table(path, fields):
             key = int(parts[0])
             if key in table:
                 raise ValueError(f"{path} line {number}: id {key} is listed twice.")
-            table[key] = tuple(parts[1:])
+            table[key] = number, tuple(parts[1:])
     return table
 
 
@@ -69,7 +69,7 @@ def _entry(table, image_id, path):
     # Every image of images.txt must appear in each per-image list.
     if image_id not in table:
         raise ValueError(f"{path} has no line for image id {image_id} of images.txt.")
-    return table[image_id]
+    return table[image_id][1]
 
 
 def load_cub200(
@@ -136,7 +136,7 @@ def load_cub200(
     label_of = {class_id: label for label, class_id in enumerate(class_ids)}
     splits = {True: ([], []), False: ([], [])}
     boxes = {} if crop_boxes else None
-    for number, (image_id, (relative,)) in enumerate(images.items(), start=1):
+    for image_id, (number, (relative,)) in images.items():
         path = os.path.join(root, "images", relative)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{lists['images']} line {number}: image {path} is missing.")
@@ -169,7 +169,7 @@ def load_cub200(
         np.asarray(labels, np.int32),
         test_files,
         np.asarray(test_labels, np.int32),
-        class_names=[classes[k][0] for k in class_ids],
+        class_names=[classes[k][1][0] for k in class_ids],
         validation_split=validation_split,
         seed=seed,
         image_size=image_size,
