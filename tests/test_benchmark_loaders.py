@@ -179,7 +179,7 @@ def test_cars_official_split_labels_and_boxes(cars):
     assert ds.class_names == CARS_CLASSES
     np.testing.assert_array_equal(ds.y_test, [1, 2, 0])
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (3, 3, 3)
-    # The 1-based inclusive box is exactly the coloured block: no white edge.
+    # The 1-based inclusive box, converted, holds no white edge of the image.
     assert_split_colours(ds)
 
 
