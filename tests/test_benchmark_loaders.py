@@ -393,3 +393,18 @@ def test_imagenet_without_ground_truth_says_what_to_add(imagenet):
 def test_imagenet_is_never_in_memory(imagenet):
     with pytest.raises(ValueError, match="always streamed"):
         load_dataset("imagenet", data_dir=imagenet, stream=False)
+
+
+def test_imagenet_val_already_in_synset_folders(imagenet):
+    # What many preparation scripts make of val/: read as folders, no ground truth needed.
+    os.remove(imagenet / "LOC_val_solution.csv")
+    for i, synset in enumerate(VAL_SYNSETS, start=1):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        os.makedirs(imagenet / "val" / synset, exist_ok=True)
+        os.rename(imagenet / "val" / name, imagenet / "val" / synset / name)
+    ds = load_dataset("imagenet", data_dir=imagenet)
+    labels = dict(zip(ds.files_test, ds.y_test))
+    assert len(labels) == 5
+    for i, synset in enumerate(VAL_SYNSETS, start=1):
+        path = str(imagenet / "val" / synset / f"ILSVRC2012_val_{i:08d}.JPEG")
+        assert labels[path] == SYNSETS.index(synset)
