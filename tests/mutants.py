@@ -29,6 +29,7 @@ GPU_CHECK = "tests/test_gpu_check.py::"
 STREAM = "tests/test_stream.py::"
 DATA = "tests/test_data.py::"
 JIT = "tests/test_jit.py::"
+LOADERS = "tests/test_benchmark_loaders.py::"
 ZOO = "tests/test_models.py::"
 
 
@@ -798,6 +799,46 @@ MUTANTS = [
         "[(AUTHORS, v) for v in settings.variants if v not in (AUTHORS, BASELINE)],",
         "[(v, BASELINE) for v in settings.variants if v not in (AUTHORS, BASELINE)],",
         ("tests/test_study.py::test_report_states_what_known_numbers_support",),
+    ),
+    Mutant(
+        "CUB ignores train_test_split.txt (a random split)",
+        "keras_crl/data/cub200.py",
+        '        files, labels = splits[flag == "1"]',
+        "        files, labels = splits[bool(np.random.default_rng(image_id).integers(2))]",
+        (
+            f"{LOADERS}test_cub_official_split_labels_and_class_order",
+            f"{LOADERS}test_cub_stream_lists_the_same_split",
+        ),
+        # The loader tests run once per suite, under JAX.
+        backend="jax",
+    ),
+    Mutant(
+        "Adience test fold leaks into training (a fold index off by one)",
+        "keras_crl/data/adience.py",
+        "        files += lists[k][0]\n        labels += lists[k][1]\n",
+        "        files += lists[(k + 1) % NUM_FOLDS][0]\n"
+        "        labels += lists[(k + 1) % NUM_FOLDS][1]\n",
+        (f"{LOADERS}test_adience_test_fold_is_the_test_split",),
+        backend="jax",
+    ),
+    Mutant(
+        "ImageNet val labels off by one",
+        "keras_crl/data/imagenet.py",
+        "        labels.append(label_of[synset])",
+        "        labels.append((label_of[synset] + 1) % len(label_of))",
+        (f"{LOADERS}test_imagenet_val_labels_from_either_ground_truth",),
+        backend="jax",
+    ),
+    Mutant(
+        "OneOffAccuracy off by a class (two classes off counted right)",
+        "keras_crl/metrics.py",
+        "ops.less_equal(distance, 1)",
+        "ops.less_equal(distance, 2)",
+        (
+            "tests/test_metrics.py::test_one_off_per_example",
+            "tests/test_metrics.py::test_one_off_weighted_running_mean",
+            "tests/test_metrics.py::test_one_off_in_a_compiled_model_with_sample_weights",
+        ),
     ),
 ]
 

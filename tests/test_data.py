@@ -34,7 +34,9 @@ def _rows(x):
 
 def test_list_datasets():
     assert data.list_datasets() == [
-        "digits", "synthetic", "cifar10", "cifar100", "svhn", "folder", "folder_stream"
+        "digits", "synthetic", "cifar10", "cifar100", "svhn", "folder", "folder_stream",
+        "cub200", "cub200_stream", "stanford_cars", "stanford_cars_stream", "adience",
+        "imagenet",
     ]  # fmt: skip
 
 

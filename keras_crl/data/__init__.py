@@ -45,6 +45,14 @@ _REGISTRY = {
     "folder": ("keras_crl.data.folder", "load_image_folder"),
     # The same folder, listed only and decoded batch by batch (FolderStream).
     "folder_stream": ("keras_crl.data.folder_stream", "load_stream_folder"),
+    # The paper's other benchmarks, read from their publishers' files
+    # (data.listed); `_stream` names decode batch by batch.
+    "cub200": ("keras_crl.data.cub200", "load_cub200"),
+    "cub200_stream": ("keras_crl.data.cub200", "load_cub200_stream"),
+    "stanford_cars": ("keras_crl.data.stanford_cars", "load_stanford_cars"),
+    "stanford_cars_stream": ("keras_crl.data.stanford_cars", "load_stanford_cars_stream"),
+    "adience": ("keras_crl.data.adience", "load_adience"),
+    "imagenet": ("keras_crl.data.imagenet", "load_imagenet"),
 }
 
 
@@ -57,7 +65,8 @@ def list_datasets():
     Example:
 
     >>> list_datasets()
-    ['digits', 'synthetic', 'cifar10', 'cifar100', 'svhn', 'folder', 'folder_stream']
+    ['digits', 'synthetic', 'cifar10', 'cifar100', 'svhn', 'folder', 'folder_stream',
+     'cub200', 'cub200_stream', 'stanford_cars', 'stanford_cars_stream', 'adience', 'imagenet']
     """
     return list(_REGISTRY)
 
@@ -97,11 +106,13 @@ def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs)
         seed: Non-negative integer seed of the validation split (and of the
             generated data for `"synthetic"`).
         **kwargs: Passed to the loader, e.g. `num_classes` for
-            `"synthetic"` or `image_size` for `"folder"`.
+            `"synthetic"`, `image_size` for `"folder"`, `crop_boxes` for
+            `"cub200"` and `"stanford_cars"`, `fold` for `"adience"`.
 
     Returns:
-        A `Dataset`; for `"folder_stream"` a `StreamingFolder` (file lists,
-        whose `pipeline()` decodes batch by batch).
+        A `Dataset`; for `"folder_stream"`, the `_stream` names and
+        `"imagenet"` a `StreamingFolder` (file lists, whose `pipeline()`
+        decodes batch by batch).
 
     Raises:
         ValueError: If `name` is unknown; the message lists valid names.

@@ -5,6 +5,7 @@ ImageNet once arranged by class. All images are decoded into memory as
 `uint8`, so pass an `image_size` that keeps the array affordable.
 """
 
+import math
 import os
 
 import numpy as np
@@ -181,7 +182,40 @@ def read_image(file, mode="RGB"):
         ) from error
 
 
-def _decode(files, image_size, color_mode):
+def crop_to_box(image, box, file):
+    """Cuts a PIL image to a bounding box, clipped to the image.
+
+    Args:
+        image: A PIL image.
+        box: `(left, top, right, bottom)` in pixels; the right and bottom
+            edges are exclusive, as in PIL.
+        file: The image's path, for the error message.
+
+    Returns:
+        The cropped PIL image.
+
+    Raises:
+        ValueError: Naming `file` and the box, if nothing of the box lies
+            inside the image.
+
+    Example:
+
+    >>> from PIL import Image
+    >>> crop_to_box(Image.new("RGB", (10, 8)), (2, 1, 20, 5), "a.jpg").size
+    (8, 4)
+    """
+    width, height = image.size
+    # Annotations are floats and may run past the border by a pixel or two.
+    left, top = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
+    right, bottom = min(width, math.ceil(box[2])), min(height, math.ceil(box[3]))
+    if right <= left or bottom <= top:
+        raise ValueError(
+            f"Bounding box {tuple(box)} of {file} lies outside its {width}x{height} image."
+        )
+    return image.crop((left, top, right, bottom))
+
+
+def _decode(files, image_size, color_mode, boxes=None):
     Image = optional_import("PIL.Image", "data", "reading images")
 
     mode, channels = _MODES[color_mode]
@@ -189,6 +223,8 @@ def _decode(files, image_size, color_mode):
     out = np.empty((len(files), height, width, channels), dtype=np.uint8)
     for i, file in enumerate(files):
         image = read_image(file, mode)
+        if boxes is not None:
+            image = crop_to_box(image, boxes[file], file)
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         out[i] = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)

@@ -37,6 +37,7 @@ from keras_crl.data.augment import center_crop_box
 from keras_crl.data.augment import random_resized_crop_box
 from keras_crl.data.dataset import check_labels
 from keras_crl.data.dataset import check_seed
+from keras_crl.data.folder import crop_to_box
 from keras_crl.data.folder import read_image
 from keras_crl.data.pipeline import _AUGMENT_TAG
 from keras_crl.data.pipeline import _SHUFFLE_TAG
@@ -93,6 +94,9 @@ class FolderStream(keras.utils.PyDataset):
         shard_count: Number of shards (hosts); must divide `batch_size`.
         scale: Area range of the random resized crop.
         ratio: Aspect-ratio range of the random resized crop.
+        boxes: Optional mapping from a file to the `(left, top, right,
+            bottom)` box its image is cut to before anything else (the
+            bounding boxes of CUB-200-2011 and Stanford Cars).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
 
@@ -129,6 +133,7 @@ class FolderStream(keras.utils.PyDataset):
         shard_count=1,
         scale=CROP_SCALE,
         ratio=CROP_RATIO,
+        boxes=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -169,6 +174,7 @@ class FolderStream(keras.utils.PyDataset):
         self.drop_remainder = bool(drop_remainder) or shard_count > 1
         self.shard_index, self.shard_count = shard_index, shard_count
         self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.boxes = {os.fspath(f): tuple(box) for f, box in (boxes or {}).items()}
         # Normalization and layout are BatchPipeline's, applied to each
         # decoded batch (it also checks mean, std and data_format now).
         self._format = dict(mean=mean, std=std, data_format=data_format)
@@ -252,6 +258,8 @@ class FolderStream(keras.utils.PyDataset):
         Image = optional_import("PIL.Image", "data", "reading images")
 
         image = read_image(file, "RGB")
+        if file in self.boxes:
+            image = crop_to_box(image, self.boxes[file], file)
         size = (self.image_size, self.image_size)
         width, height = image.size
         if self.augment:
