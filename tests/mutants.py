@@ -681,6 +681,15 @@ MUTANTS = [
         "family([(v, BASELINE) for v in settings.variants if v not in (AUTHORS, BASELINE)])",
         ("tests/test_study.py::test_report_states_what_known_numbers_support",),
     ),
+    Mutant(
+        "the site's API reference hides public names without a docstring",
+        "mkdocs.yml",
+        "show_if_no_docstring: true",
+        "show_if_no_docstring: false",
+        ("tests/test_docs.py::test_every_public_name_is_in_the_reference",),
+        # A once_per_suite test: it runs under JAX only.
+        backend="jax",
+    ),
 ]
 
 

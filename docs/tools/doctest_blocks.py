@@ -64,7 +64,11 @@ def split_grouped_args(lines):
             item_indent = _indent(line)
             # An item's head: names up to the first ":", possibly over lines.
             head = [line]
-            while head[-1].rstrip().endswith(",") and ":" not in head[-1] and i + len(head) < len(lines):
+            while (
+                head[-1].rstrip().endswith(",")
+                and ":" not in head[-1]
+                and i + len(head) < len(lines)
+            ):
                 head.append(lines[i + len(head)])
             i += len(head)
             body = []
