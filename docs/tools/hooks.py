@@ -1,8 +1,8 @@
 """MkDocs hook: the committed study reports become pages of the site.
 
-`reports/NAME/report.md` and its plots stay where the study wrote them (the
-README and the reports link to each other there); this adds them to the
-site under `reports/` instead of keeping a copy in `docs/`.
+`reports/NAME/report.md` and its plots stay where `keras-crl study` wrote
+them; this adds them to the site under `reports/`, where the study page
+links to them, instead of keeping a copy in `docs/`.
 """
 
 import pathlib
