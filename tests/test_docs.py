@@ -88,7 +88,12 @@ def documented_modules():
 
 
 def public_names(module):
-    """`__all__`, or the classes and functions the module itself defines."""
+    """`__all__`, or the public classes and functions of the module or its package.
+
+    Without `__all__`, a package's names imported from its submodules are
+    public to Python but not to the site's reader (griffe), so they are
+    checked too: they fail until `__all__` lists them.
+    """
     if hasattr(module, "__all__"):
         return list(module.__all__)
     return [
@@ -96,7 +101,7 @@ def public_names(module):
         for name, obj in vars(module).items()
         if not name.startswith("_")
         and (inspect.isclass(obj) or inspect.isfunction(obj))
-        and (obj.__module__ == module.__name__)
+        and f"{obj.__module__}.".startswith(f"{module.__name__}.")
     ]
 
 
