@@ -33,10 +33,10 @@ def worker(args):
     import numpy as np
 
     from keras_crl.callbacks import StateCheckpoint
+    from keras_crl.loss_factory import make_loss
     from keras_crl.models import get_model
     from keras_crl.recipes import TorchSGD
     from keras_crl.reproducible import numpy_initialise
-    from keras_crl.train import make_loss
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch * args.steps, 32, 32, 3)).astype("float32")

@@ -15,6 +15,9 @@ import warnings
 from pathlib import Path
 
 BACKENDS = ("tensorflow", "torch", "jax")
+# The exit status of a worker stopped by the user's mistake; its last line,
+# `error: MESSAGE`, says which (`keras_crl.train.main`, the study's runner).
+USER_ERROR_EXIT = 2
 
 
 def check_backends(names):
@@ -122,13 +125,19 @@ def run(backend, module, args=(), extra_env=None, timeout=None, **popen_kwargs):
     """Runs `python -m module *args` on `backend` to the end.
 
     Raises:
-        RuntimeError: The process failed; the message names the backend and
-            ends with what it printed last (when its output was captured).
+        ValueError: The process stopped on a user's mistake
+            (`USER_ERROR_EXIT`): its one-line message, naming the backend.
+        RuntimeError: The process failed otherwise; the message names the
+            backend and ends with what it printed last (when its output was
+            captured).
     """
     popen_kwargs.setdefault("stdout", subprocess.PIPE)
     popen_kwargs.setdefault("stderr", subprocess.STDOUT)
     proc = start(backend, module, args, extra_env, text=True, **popen_kwargs)
     output, _ = proc.communicate(timeout=timeout)
+    user_error = worker_error(proc.returncode, output)
+    if user_error:
+        raise ValueError(f"{backend}: {user_error}")
     if proc.returncode:
         tail = (output or "")[-3000:]
         raise RuntimeError(
@@ -136,3 +145,11 @@ def run(backend, module, args=(), extra_env=None, timeout=None, **popen_kwargs):
             + (f":\n{tail}" if tail else ".")
         )
     return output
+
+
+def worker_error(returncode, output):
+    """The message of a worker that stopped on a user's mistake, else `None`."""
+    if returncode != USER_ERROR_EXIT:
+        return None
+    lines = [line for line in (output or "").splitlines() if line.startswith("error: ")]
+    return lines[-1].removeprefix("error: ") if lines else None

@@ -27,6 +27,11 @@ def compare_backends(config, out_dir, backends=backends_lib.BACKENDS, echo=print
         backends: The backends to run, the first being the reference.
         echo: Where progress lines go.
 
+    Raises:
+        ValueError: `config` fails `keras_crl.config.check_config`, or a
+            backend's run stopped on a user's mistake (a missing data set, a
+            bad file), with that run's one-line message.
+
     Returns:
         One dict per backend: final loss, test accuracy, time per epoch,
         images per second, the largest difference of the trained weights to
@@ -34,6 +39,9 @@ def compare_backends(config, out_dir, backends=backends_lib.BACKENDS, echo=print
         per-epoch training losses. Also written to `out_dir/comparison.{json,md}`, with the
         curves overlaid in `out_dir/loss.png` and `out_dir/accuracy.png`.
     """
+    from keras_crl.config import check_config
+
+    check_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:

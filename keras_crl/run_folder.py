@@ -20,6 +20,35 @@ from pathlib import Path
 import keras
 import numpy as np
 
+# What `train` writes into a run folder (a study adds files of its own).
+RUN_FILES = (
+    "config.json",
+    "metrics.json",
+    "log.csv",
+    "state.npz",
+    "state-*-*.npz",
+    "best.weights.h5",
+    "last.weights.h5",
+    "loss.png",
+    "accuracy.png",
+)
+
+
+def clear(run_dir):
+    """Removes a former run's files from `run_dir`, so a fresh run mixes with none.
+
+    Files that `train` does not write stay.
+    """
+    for pattern in RUN_FILES:
+        for path in Path(run_dir).glob(pattern):
+            path.unlink()
+
+
+def finished(run_dir, epochs):
+    """Whether `run_dir` holds a run that has trained all its `epochs` and been evaluated."""
+    state, metrics = Path(run_dir) / "state.npz", Path(run_dir) / "metrics.json"
+    return state.exists() and metrics.exists() and state_position(state) == (epochs, 0)
+
 
 def write_json(path, obj):
     """Writes `obj` as JSON to `path` atomically (a temporary file, renamed)."""

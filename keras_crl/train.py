@@ -3,25 +3,26 @@
     data set -> BatchPipeline -> zoo model -> compile(loss, recipe) -> fit
     -> run folder: config.json, log.csv, best/last weights, metrics.json, plots
 
-A run folder is self-describing: `config.json` holds the resolved
-configuration, and `state.npz` (rewritten atomically after every epoch and
-every `checkpoint_seconds` / `checkpoint_steps` inside one) holds the
-weights, optimizer state, position (epoch and step) and the epoch's metric
-totals, so `resume=True` continues an interrupted run exactly at the step
-after its last checkpoint, on any backend.
+A run folder is self-describing and holds one configuration: `config.json`
+holds the resolved configuration (and every resume), and `state.npz`
+(rewritten atomically after every epoch and every `checkpoint_seconds` /
+`checkpoint_steps` inside one) holds the weights, optimizer state, position
+(epoch and step) and the epoch's metric totals, so `resume=True` continues an
+interrupted run exactly at the step after its last checkpoint, on any
+backend, and only with the settings it was trained with.
 """
 
 import dataclasses
-import importlib
-import inspect
 import json
 import sys
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from keras_crl import _keras_compat
+from keras_crl import backends
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl import parallel
@@ -31,13 +32,15 @@ from keras_crl.callbacks import EpochTimer
 from keras_crl.callbacks import RestoreEpochState
 from keras_crl.callbacks import StateCheckpoint
 from keras_crl.callbacks import StopOnNaN
-from keras_crl.losses import CompetingRatioLoss
-from keras_crl.losses import NegativeLogLikelihoodRatioLoss
-from keras_crl.recipes import get_recipe
+from keras_crl.config import USER_ERRORS
+from keras_crl.config import TrainConfig
+from keras_crl.config import check_config
+from keras_crl.config import config_loss
+from keras_crl.config import loss_parameters
+from keras_crl.config import resumed_config
+from keras_crl.loss_factory import check_loss
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialise
-
-LOSSES = ("crl", "nllr", "ce", "focal")
 
 # The recipe's crop-and-flip is written for 32x32 natural images. Digits are
 # not mirror-symmetric, and a 4-pixel shift wipes out an 8x8 digit.
@@ -45,269 +48,22 @@ AUGMENTATION = {
     "digits": {"pad": 1, "flip": False},
     "svhn": {"flip": False},
 }
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+__all__ = ["TrainConfig", "check_config", "train"]
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a training run.
+class _Resume:
+    """Where a run folder's checkpoint stands, and what resuming it changes."""
 
-    Args:
-        model: A name from `keras_crl.models.list_models()`.
-        dataset: A name from `keras_crl.data.list_datasets()`.
-        loss: `"crl"`, `"nllr"`, `"ce"`, `"focal"` or a user loss
-            `"package.module:Class"` (see `make_loss`).
-        alpha: CRL's alpha.
-        beta: CRL's beta.
-        label_smoothing: Label smoothing of the built-in losses.
-        loss_options: Keyword arguments of `"focal"` (`gamma`) or of the
-            user loss.
-        recipe: `"paper"` or `"cosine"`; the fields below override it.
-        epochs, batch_size, learning_rate, momentum, weight_decay, schedule,
-        milestones, augment: Recipe overrides (`None` keeps the recipe's).
-        seed: Seed of the initial weights, the data order and augmentation.
-        validation_split: Fraction of the training data held out for model
-            selection.
-        data_dir: Where data sets are looked for / downloaded.
-        dataset_options: Extra arguments of the data set loader.
-        model_options: Extra arguments of the model builder (e.g.
-            `weights="imagenet"`, `freeze_backbone=True` for `keras_app_*`).
-        limit: Use only the first `limit` training images (quick runs).
-        init_weights: A `.weights.h5` file to start from instead of the
-            seeded NumPy initialisation.
-        run_dir: The run folder.
-        jit: Compile the train step (`jit_compile`); `"auto"` lets Keras
-            choose.
-        precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
-        devices: Data-parallel replicas: `keras.distribution.DataParallel` on
-            JAX, `tf.distribute.MirroredStrategy` on TensorFlow,
-            DistributedDataParallel on torch (one process per device, started
-            by torchrun; see `keras_crl.parallel`). The batch size is the
-            global batch, split across the devices.
-        data_format: `"channels_last"` or `"channels_first"`.
-        resume: Continue from `run_dir/state.npz` if it exists, at the step
-            after the checkpoint (inside an epoch too).
-        checkpoint_steps: Also checkpoint inside epochs every this many steps.
-        checkpoint_seconds: Also checkpoint inside epochs every this many
-            seconds of training (default 600; None: only at epoch ends).
-        keep_checkpoints: Checkpoints to keep: `state.npz` and the newest
-            older ones beside it (`state-EEEE-SSSSSS.npz`).
-        verbose: Keras' progress bar (1), one line per epoch (2), or none.
-    """
+    epoch: int = 0
+    step: int = 0
+    trained: dict | None = None  # the run folder's config.json
+    changes: dict = dataclasses.field(default_factory=dict)
 
-    model: str = "small_cnn"
-    dataset: str = "digits"
-    loss: str = "crl"
-    alpha: float = 0.0
-    beta: float = 0.25
-    label_smoothing: float = 0.0
-    loss_options: dict = dataclasses.field(default_factory=dict)
-    recipe: str = "paper"
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None
-    milestones: tuple | None = None
-    augment: bool | None = None
-    seed: int = 0
-    validation_split: float = 0.1
-    data_dir: str | None = None
-    dataset_options: dict = dataclasses.field(default_factory=dict)
-    model_options: dict = dataclasses.field(default_factory=dict)
-    limit: int | None = None
-    init_weights: str | None = None
-    run_dir: str = "runs/latest"
-    jit: bool | str = "auto"
-    precision: str = "float32"
-    devices: int = 1
-    data_format: str = "channels_last"
-    resume: bool = False
-    checkpoint_steps: int | None = None
-    checkpoint_seconds: float | None = 600.0
-    keep_checkpoints: int = 1
-    verbose: int = 1
-
-    def resolved_recipe(self):
-        return get_recipe(
-            self.recipe,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-            milestones=self.milestones,
-            augment=self.augment,
-        )
-
-
-def make_loss(name, alpha=0.0, beta=0.25, label_smoothing=0.0, options=None):
-    """The named loss, on the zoo's logits and the data's integer labels.
-
-    Args:
-        name: `"crl"`, `"nllr"`, `"ce"` (CRL with `beta = 0`, with the same
-            label handling), `"focal"` (Keras' `CategoricalFocalCrossentropy`)
-            or a user loss `"package.module:Class"`: a `keras.losses.Loss`
-            subclass or any class whose instances are called as
-            `loss(y_true, y_pred)`. It is built with `options` as keyword
-            arguments, plus `from_logits=True` when its constructor takes
-            `from_logits` and `options` do not set it.
-        alpha, beta: CRL's parameters.
-        label_smoothing: Label smoothing (built-in losses).
-        options: Keyword arguments of `"focal"` (e.g. `gamma`) or of the
-            user loss. `one_hot=True` (user losses) feeds it one-hot targets
-            instead of integer labels; focal always gets one-hot targets.
-
-    Returns:
-        A loss for `model.compile`.
-
-    Raises:
-        ValueError: An unknown name, a module or class that cannot be
-            imported, or options the loss does not accept, naming them.
-    """
-    options = dict(options or {})
-    if name == "crl":
-        return CompetingRatioLoss(
-            alpha=alpha, beta=beta, from_logits=True, label_smoothing=label_smoothing
-        )
-    if name == "nllr":
-        return NegativeLogLikelihoodRatioLoss(from_logits=True, label_smoothing=label_smoothing)
-    if name == "ce":
-        # CRL with beta = 0 is cross-entropy, with the same label handling
-        # (integer labels and label smoothing) as the other two.
-        return CompetingRatioLoss(
-            beta=0.0,
-            from_logits=True,
-            label_smoothing=label_smoothing,
-            name="cross_entropy",
-        )
-    if name == "focal":
-        return OneHotTargets(
-            _construct(
-                "focal",
-                keras.losses.CategoricalFocalCrossentropy,
-                {"from_logits": True, "label_smoothing": label_smoothing, **options},
-            )
-        )
-    if ":" not in name:
-        raise ValueError(
-            f"Unknown loss {name!r}. Valid losses: {', '.join(LOSSES)}, or a user loss "
-            "as package.module:Class."
-        )
-    one_hot = options.pop("one_hot", False)
-    cls = _import_loss(name)
-    try:
-        takes_from_logits = "from_logits" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        takes_from_logits = False
-    if takes_from_logits:
-        options.setdefault("from_logits", True)
-    loss = _construct(name, cls, options)
-    return OneHotTargets(loss) if one_hot else loss
-
-
-def _import_loss(path):
-    module_name, _, attribute = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"Cannot import the loss {path!r}: {error}") from None
-    if not hasattr(module, attribute):
-        raise ValueError(f"Module {module_name!r} has no {attribute!r} (loss {path!r}).")
-    return getattr(module, attribute)
-
-
-def _construct(name, cls, options):
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as error:
-        shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        raise ValueError(f"The loss {name} does not accept ({shown}): {error}") from None
-
-
-def check_loss(loss, name):
-    """Calls `loss` on a tiny batch, as training will, so a loss that cannot
-    take the zoo's logits and the data's integer labels fails before any
-    run starts, naming it."""
-    logits = keras.ops.convert_to_tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
-    labels = keras.ops.convert_to_tensor([0, 2])
-    try:
-        value = float(keras.ops.convert_to_numpy(loss(labels, logits)))
-    except Exception as error:
-        raise ValueError(
-            f"The loss {name} fails on integer labels of shape (2,) with logits of shape "
-            f"(2, 3), which is what training feeds it ({type(error).__name__}: {error}). "
-            "Give it one_hot=True if it needs one-hot targets."
-        ) from None
-    if not np.isfinite(value):
-        raise ValueError(f"The loss {name} gives {value} on a tiny batch of logits.")
-
-
-class OneHotTargets(keras.losses.Loss):
-    """Feeds `loss`, a loss that wants one-hot targets, integer labels.
-
-    Args:
-        loss: A `keras.losses.Loss` (its per-sample `call` and reduction are
-            used) or a function of `(targets, y_pred)`.
-
-    Example:
-
-    >>> loss = OneHotTargets(keras.losses.CategoricalCrossentropy(from_logits=True))
-    >>> round(float(loss([0], [[2.0, 0.0]])), 4)  # log(1 + exp(-2))
-    0.1269
-    """
-
-    def __init__(self, loss):
-        super().__init__(
-            name=getattr(loss, "name", None) or "one_hot_targets",
-            reduction=getattr(loss, "reduction", "sum_over_batch_size"),
-        )
-        self.loss = loss
-
-    def call(self, y_true, y_pred):
-        y_pred = keras.ops.convert_to_tensor(y_pred)
-        labels = keras.ops.cast(y_true, "int32")
-        if len(labels.shape) == len(y_pred.shape):
-            labels = keras.ops.squeeze(labels, -1)
-        targets = keras.ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
-        per_sample = self.loss.call if isinstance(self.loss, keras.losses.Loss) else self.loss
-        return per_sample(targets, y_pred)
-
-
-def config_loss(config):
-    """`make_loss` of a `TrainConfig`."""
-    return make_loss(
-        config.loss, config.alpha, config.beta, config.label_smoothing, config.loss_options
-    )
-
-
-def check_config(config):
-    """Fails fast, before any data is read, on names and values."""
-    if config.model not in models_lib.list_models():
-        raise ValueError(
-            f"Unknown model {config.model!r}. Valid models: {', '.join(models_lib.list_models())}."
-        )
-    if config.dataset not in data_lib.list_datasets():
-        raise ValueError(
-            f"Unknown dataset {config.dataset!r}. Valid datasets: "
-            f"{', '.join(data_lib.list_datasets())}."
-        )
-    if not isinstance(config.devices, int) or config.devices < 1:
-        raise ValueError(
-            f"`devices` must be a positive integer. Received: devices={config.devices!r}"
-        )
-    for name in ("checkpoint_steps", "checkpoint_seconds", "keep_checkpoints"):
-        value = getattr(config, name)
-        if value is not None and (isinstance(value, bool) or not value > 0):
-            raise ValueError(f"`{name}` must be positive. Received: {name}={value!r}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {config.precision!r}. Valid: {', '.join(PRECISIONS)}.")
-    # Built, not called: a call makes tensors, and TensorFlow can no longer
-    # split its CPU for `devices` once it has (`_train` calls it).
-    config_loss(config)
-    config.resolved_recipe()
+    @property
+    def resuming(self):
+        return self.trained is not None
 
 
 def train(config, callbacks=()):
@@ -319,14 +75,22 @@ def train(config, callbacks=()):
 
     Returns:
         The final metrics (also written to `metrics.json`): test accuracy and
-        loss of the best-on-validation weights, best epoch, time per epoch and
-        images per second.
+        loss of the best-on-validation weights, best epoch, time per epoch,
+        images per second, and the backends that trained the weights. A
+        resumed run that has nothing left to train returns its
+        `metrics.json` as it is.
+
+    Raises:
+        keras_crl.config.ConfigError: A field of `config` is out of range.
+        ValueError: `config.resume` and the run folder was trained with
+            other settings (`keras_crl.config.resumed_config`).
 
     The dtype policy and the distribution are restored when it returns. The
     determinism switches stay on (`reproducible.make_deterministic`: seeded
     Python, NumPy and backend generators, TensorFlow op determinism, torch
     deterministic algorithms, TF32 off): they are process-wide and cannot be
-    undone on every backend.
+    undone on every backend. A run that fails before training leaves no run
+    folder behind.
 
     Example:
 
@@ -336,21 +100,66 @@ def train(config, callbacks=()):
     ```
     """
     check_config(config)
+    config, resume = _resume(config)
     recipe = config.resolved_recipe()
-    run_dir = Path(config.run_dir)
-    if parallel.is_chief():
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if resume.resuming and run_folder.finished(config.run_dir, recipe.epochs):
+        return json.loads((Path(config.run_dir) / "metrics.json").read_text())
     make_deterministic(config.seed)
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
         with parallel.data_parallel(config.devices):
-            return _train(config, recipe, run_dir, list(callbacks))
+            return _train(config, recipe, resume, list(callbacks))
     finally:
         keras.config.set_dtype_policy(policy)
 
 
-def _train(config, recipe, run_dir, callbacks):
+def _resume(config):
+    """The configuration to train and the checkpoint it continues, if any."""
+    state_path = Path(config.run_dir) / "state.npz"
+    if not (config.resume and state_path.exists()):
+        return config, _Resume()
+    epoch, step = run_folder.state_position(state_path)
+    trained = json.loads((Path(config.run_dir) / "config.json").read_text())
+    config, changes = resumed_config(trained, config, epoch)
+    return config, _Resume(epoch, step, trained, changes)
+
+
+def _train(config, recipe, resume, callbacks):
+    parallel.checks_epoch_ends_only(config.checkpoint_steps, config.checkpoint_seconds, resume.step)
+    ds, train_data, val_data, test_data = _data(config, recipe, resume.epoch)
+    model = _model(config, ds)
+    # `trainer` shares `model`'s variables; weights files go through `model`.
+    trainer = _compiled(config, recipe, model, len(train_data))
+    run_dir = Path(config.run_dir)
+    rank = parallel.rank()
+    if resume.resuming:
+        run_folder.load_state(trainer, run_dir / "state.npz", rank)
+    if resume.step:
+        # RestoreEpochState needs the metrics' variables in `on_epoch_begin`.
+        _keras_compat.build_metrics(trainer, parallel.shard(train_data)[0])
+    chief = parallel.is_chief()
+    if chief:
+        _open_run_folder(run_dir, config, recipe, ds, resume)
+    timer = EpochTimer(len(ds.y_train[: config.limit]))
+    fit = dict(
+        validation_data=parallel.shard(val_data, training=False) if len(ds.y_val) else None,
+        # The pipeline shuffles, seeded by epoch; Keras' own batch
+        # shuffle would draw from Python's global random state.
+        shuffle=False,
+        callbacks=_callbacks(config, model, train_data, resume, timer, chief) + callbacks,
+        verbose=config.verbose if chief else 0,
+    )
+    _fit(trainer, parallel.shard(train_data), recipe.epochs, resume, fit)
+    if chief:
+        with parallel.alone():
+            model.save_weights(run_dir / "last.weights.h5")
+    parallel.barrier()  # the chief's files are complete
+    return _evaluate(config, recipe, model, trainer, (ds, test_data), resume, timer, chief)
+
+
+def _data(config, recipe, initial_epoch):
+    """The data set and its train, validation and test pipelines."""
     ds = data_lib.load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -358,69 +167,49 @@ def _train(config, recipe, run_dir, callbacks):
         seed=config.seed,
         **config.dataset_options,
     )
-    # A streaming folder holds file lists, decoded batch by batch.
-    streaming = isinstance(ds, data_lib.StreamingFolder)
-    limit = config.limit or None
-    x_train = None if streaming else ds.x_train[:limit]
-    y_train = ds.y_train[:limit]
-
-    state_path = run_dir / "state.npz"
-    initial_epoch, start_step = 0, 0
-    resuming = config.resume and state_path.exists()
-    if resuming:
-        initial_epoch, start_step = run_folder.state_position(state_path)
-    parallel.checks_epoch_ends_only(config.checkpoint_steps, config.checkpoint_seconds, start_step)
-
     # Split across devices or processes, every batch must divide evenly: the
     # last partial batch is dropped (metrics.json counts the test images).
-    split = parallel.splits_batches(config.devices)
     pipeline = dict(
         mean=ds.mean,
         std=ds.std,
         num_classes=ds.num_classes,
         data_format=config.data_format,
-        drop_remainder=split,
+        drop_remainder=parallel.splits_batches(config.devices),
     )
-    augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
-    if streaming:
+    train = dict(shuffle=True, seed=config.seed, initial_epoch=initial_epoch, **pipeline)
+    if isinstance(ds, data_lib.StreamingFolder):
         # Files decoded batch by batch; the augmentation is a random resized
-        # crop and flip (data.stream), not the recipe's padded crop.
-        # Each process decodes only its own slice of every global batch.
+        # crop and flip (data.stream), not the recipe's padded crop. Each
+        # process decodes only its own slice of every global batch.
         shard_index, shard_count = parallel.process_index_and_count()
         train_data = ds.pipeline(
             "train",
             recipe.batch_size,
-            limit=limit,
+            limit=config.limit,
             augment=recipe.augment,
-            shuffle=True,
-            seed=config.seed,
-            initial_epoch=initial_epoch,
             shard_index=shard_index,
             shard_count=shard_count,
-            **pipeline,
+            **train,
         )
-    else:
-        train_data = data_lib.BatchPipeline(
-            x_train,
-            y_train,
-            recipe.batch_size,
-            augment=recipe.augment,
-            shuffle=True,
-            seed=config.seed,
-            initial_epoch=initial_epoch,
-            **augmentation,
-            **pipeline,
-        )
-    # Several processes: each trains on its share of the batch; only the chief
-    # writes the run folder.
-    chief = parallel.is_chief()
-    if streaming:
         val_data = ds.pipeline("val", recipe.batch_size, **pipeline)
         test_data = ds.pipeline("test", recipe.batch_size, **pipeline)
-    else:
-        val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
-        test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
+        return ds, train_data, val_data, test_data
+    augmentation = {"pad": recipe.pad, "flip": True, **AUGMENTATION.get(config.dataset, {})}
+    train_data = data_lib.BatchPipeline(
+        ds.x_train[: config.limit],
+        ds.y_train[: config.limit],
+        recipe.batch_size,
+        augment=recipe.augment,
+        **augmentation,
+        **train,
+    )
+    val_data = data_lib.BatchPipeline(ds.x_val, ds.y_val, recipe.batch_size, **pipeline)
+    test_data = data_lib.BatchPipeline(ds.x_test, ds.y_test, recipe.batch_size, **pipeline)
+    return ds, train_data, val_data, test_data
 
+
+def _model(config, ds):
+    """The zoo model with its initial weights: a file, pretrained, or seeded."""
     input_shape = ds.input_shape
     if config.data_format == "channels_first":
         input_shape = (input_shape[2], input_shape[0], input_shape[1])
@@ -436,32 +225,40 @@ def _train(config, recipe, run_dir, callbacks):
     elif not config.model_options.get("weights"):
         # Pretrained weights stay; everything else starts the same everywhere.
         numpy_initialise(model, config.seed)
-    # `trainer` shares `model`'s variables; weights files go through `model`.
+    return model
+
+
+def _compiled(config, recipe, model, steps_per_epoch):
+    """The model (or its data-parallel wrapper) compiled with the loss and recipe."""
     trainer = parallel.for_training(model)
     loss = config_loss(config)
     check_loss(loss, config.loss)
     trainer.compile(
-        optimizer=recipe.optimizer(len(train_data)),
+        optimizer=recipe.optimizer(steps_per_epoch),
         loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit,
     )
-    rank = parallel.rank()
-    if resuming:
-        run_folder.load_state(trainer, state_path, rank)
-    if start_step:
-        # RestoreEpochState needs the metrics' variables in `on_epoch_begin`.
-        _keras_compat.build_metrics(trainer, parallel.shard(train_data)[0])
+    return trainer
 
-    if resuming and chief:
-        run_folder.truncate_log(run_dir / "log.csv", initial_epoch)
-    if chief:
-        run_folder.write_json(run_dir / "config.json", describe(config, recipe, ds))
-    timer = EpochTimer(len(y_train))
+
+def _open_run_folder(run_dir, config, recipe, ds, resume):
+    """Writes `config.json`; a fresh run first clears a former run's files."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume.resuming:
+        run_folder.truncate_log(run_dir / "log.csv", resume.epoch)
+    else:
+        run_folder.clear(run_dir)
+    run_folder.write_json(run_dir / "config.json", describe(config, recipe, ds, resume))
+
+
+def _callbacks(config, model, train_data, resume, timer, chief):
+    run_dir = Path(config.run_dir)
+    state_path = run_dir / "state.npz"
     writers = (
         [
-            keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resuming),
-            BestWeights(run_dir / "best.weights.h5", resume=resuming, weights_of=model),
+            keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume.resuming),
+            BestWeights(run_dir / "best.weights.h5", resume=resume.resuming, weights_of=model),
         ]
         if chief
         else []
@@ -473,40 +270,37 @@ def _train(config, recipe, run_dir, callbacks):
         every_steps=config.checkpoint_steps,
         every_seconds=config.checkpoint_seconds,
         keep=config.keep_checkpoints,
-        start=(initial_epoch, start_step),
+        start=(resume.epoch, resume.step),
         write=chief,
     )
     callbacks = [
         parallel.AverageReplicas(),
         data_lib.EpochSync(train_data),
-        RestoreEpochState(state_path, initial_epoch, rank) if start_step else None,
+        RestoreEpochState(state_path, resume.epoch, parallel.rank()) if resume.step else None,
         StopOnNaN(),
         *writers,
         checkpoint,
         timer,
-        *callbacks,
     ]
-    fit = dict(
-        validation_data=parallel.shard(val_data, training=False) if len(ds.y_val) else None,
-        # The pipeline shuffles, seeded by epoch; Keras' own batch
-        # shuffle would draw from Python's global random state.
-        shuffle=False,
-        callbacks=[c for c in callbacks if c is not None],
-        verbose=config.verbose if chief else 0,
-    )
-    batches = parallel.shard(train_data)
-    if start_step and initial_epoch < recipe.epochs:
+    return [c for c in callbacks if c is not None]
+
+
+def _fit(trainer, batches, epochs, resume, fit):
+    """Trains from the checkpoint's position (or the start) to `epochs`."""
+    initial_epoch = resume.epoch
+    if resume.step and initial_epoch < epochs:
         # Resumed inside an epoch: its remaining steps alone, then the rest.
-        data = data_lib.EpochRemainder(batches, start_step)
+        data = data_lib.EpochRemainder(batches, resume.step)
         trainer.fit(data, epochs=initial_epoch + 1, initial_epoch=initial_epoch, **fit)
         initial_epoch += 1
-    if initial_epoch < recipe.epochs and not getattr(trainer, "stop_training", False):
-        trainer.fit(batches, epochs=recipe.epochs, initial_epoch=initial_epoch, **fit)
-    if chief:
-        with parallel.alone():
-            model.save_weights(run_dir / "last.weights.h5")
-    parallel.barrier()  # the chief's files are complete
+    if initial_epoch < epochs and not getattr(trainer, "stop_training", False):
+        trainer.fit(batches, epochs=epochs, initial_epoch=initial_epoch, **fit)
 
+
+def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
+    """Test metrics of the best-on-validation weights, written to `metrics.json`."""
+    ds, test_data = test
+    run_dir = Path(config.run_dir)
     best_path = run_dir / "best.weights.h5"
     if best_path.exists():
         model.load_weights(best_path)
@@ -515,19 +309,23 @@ def _train(config, recipe, run_dir, callbacks):
     )
     log = run_folder.read_log(run_dir / "log.csv")
     best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
+    alpha, beta = loss_parameters(config)
     metrics = {
         "backend": keras.backend.backend(),
+        "trained_on": _trained_on(resume),
         "model": config.model,
         "dataset": config.dataset,
         "loss": config.loss,
-        "alpha": config.alpha,
-        "beta": config.beta,
+        "alpha": alpha,
+        "beta": beta,
         "label_smoothing": config.label_smoothing,
         "loss_options": config.loss_options,
         "seed": config.seed,
         "epochs": recipe.epochs,
         "test_accuracy": float(test_accuracy),
-        "test_images": len(test_data) * recipe.batch_size if split else len(ds.y_test),
+        "test_images": len(test_data) * recipe.batch_size
+        if parallel.splits_batches(config.devices)
+        else len(ds.y_test),
         "test_loss": float(test_loss),
         "best_epoch": best_epoch,
         "best_val_accuracy": float(log["val_accuracy"][best_epoch])
@@ -543,8 +341,35 @@ def _train(config, recipe, run_dir, callbacks):
     return metrics
 
 
-def describe(config, recipe, ds):
-    """The resolved configuration written to `config.json`."""
+def _trained_on(resume):
+    """The backends that trained the weights, in order, this one last."""
+    backends = list(resume.trained.get("trained_on", [])) if resume.resuming else []
+    if not backends and resume.resuming:
+        backends = [resume.trained["backend"]]
+    if keras.backend.backend() not in backends[-1:]:
+        backends.append(keras.backend.backend())
+    return backends
+
+
+def describe(config, recipe, ds, resume=None):
+    """The resolved configuration written to `config.json`.
+
+    A resumed run keeps the history of its run folder: `resumes` lists each
+    resume (time, backend, the position it resumed at and what it changed),
+    and `trained_on` the backends that trained the weights.
+    """
+    resume = resume or _Resume()
+    resumes = list(resume.trained.get("resumes", [])) if resume.resuming else []
+    if resume.resuming:
+        resumes.append(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "backend": keras.backend.backend(),
+                "epoch": resume.epoch,
+                "step": resume.step,
+                "changed": resume.changes,
+            }
+        )
     return {
         "config": dataclasses.asdict(config),
         "recipe": dataclasses.asdict(recipe),
@@ -552,13 +377,15 @@ def describe(config, recipe, ds):
         "dataset": {
             "num_classes": ds.num_classes,
             "input_shape": list(ds.input_shape),
-            "train": len(ds.y_train) if not config.limit else min(config.limit, len(ds.y_train)),
+            "train": len(ds.y_train[: config.limit]),
             "val": len(ds.y_val),
             "test": len(ds.y_test),
             "mean": list(ds.mean),
             "std": list(ds.std),
         },
         "backend": keras.backend.backend(),
+        "trained_on": _trained_on(resume),
+        "resumes": resumes,
         "keras": keras.__version__,
     }
 
@@ -568,12 +395,19 @@ def main(argv=None):
 
     How `compare_backends` (and anything else that needs another Keras
     backend) trains: the file holds `dataclasses.asdict(TrainConfig(...))`,
-    and the process's backend is its `KERAS_BACKEND`.
+    and the process's backend is its `KERAS_BACKEND`. A user's mistake (a
+    bad setting, a missing data set) ends it with one line on stderr and
+    exit status 2, which the parent reports as that line.
     """
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m keras_crl.train CONFIG.json")
-    train(TrainConfig(**json.loads(Path(argv[0]).read_text())))
+    config = TrainConfig(**json.loads(Path(argv[0]).read_text()))
+    try:
+        train(config)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return backends.USER_ERROR_EXIT
     return 0
 
 

@@ -184,8 +184,8 @@ MUTANTS = [
     Mutant(
         "resume ignores the checkpoint",
         "keras_crl/train.py",
-        "resuming = config.resume and state_path.exists()",
-        "resuming = False",
+        "    if not (config.resume and state_path.exists()):",
+        "    if True:",
         (
             "tests/test_crash_resume.py",
             "tests/test_train.py::test_resume_continues_exactly",
@@ -195,29 +195,30 @@ MUTANTS = [
     Mutant(
         "resume restarts from the initial weights",
         "keras_crl/train.py",
-        "    if resuming:\n        run_folder.load_state(trainer, state_path, rank)\n",
+        "    if resume.resuming:\n"
+        '        run_folder.load_state(trainer, run_dir / "state.npz", rank)\n',
         "",
         ("tests/test_crash_resume.py", "tests/test_train.py::test_resume_continues_exactly"),
     ),
     Mutant(
         "resume inside an epoch: metric totals not restored",
         "keras_crl/train.py",
-        "RestoreEpochState(state_path, initial_epoch, rank) if start_step else None",
+        "RestoreEpochState(state_path, resume.epoch, parallel.rank()) if resume.step else None",
         "None",
         ("tests/test_crash_resume.py",),
     ),
     Mutant(
         "resume inside an epoch: the epoch restarts from its first batch",
         "keras_crl/train.py",
-        "data = data_lib.EpochRemainder(batches, start_step)",
+        "data = data_lib.EpochRemainder(batches, resume.step)",
         "data = batches",
         ("tests/test_crash_resume.py",),
     ),
     Mutant(
         "resume inside an epoch: replays the last step done",
         "keras_crl/train.py",
-        "data = data_lib.EpochRemainder(batches, start_step)",
-        "data = data_lib.EpochRemainder(batches, start_step - 1)",
+        "data = data_lib.EpochRemainder(batches, resume.step)",
+        "data = data_lib.EpochRemainder(batches, resume.step - 1)",
         ("tests/test_crash_resume.py",),
     ),
     Mutant(
@@ -342,7 +343,7 @@ MUTANTS = [
     Mutant(
         "last partial batch kept on several devices",
         "keras_crl/train.py",
-        "drop_remainder=split,",
+        "drop_remainder=parallel.splits_batches(config.devices),",
         "drop_remainder=False,",
         ("tests/cross_backend/test_multi_device.py::test_two_devices_drop_the_last_partial_batch",),
         backend=None,
@@ -582,7 +583,7 @@ MUTANTS = [
     ),
     Mutant(
         "TensorFlow processes keep the 10-minute checkpoint default",
-        "keras_crl/cli.py",
+        "keras_crl/cli/commands.py",
         ' == "tensorflow" and args.checkpoint_every is None:',
         " == 'tensorflow' and False:",
         ("tests/cross_backend/test_multi_host.py::test_two_processes_train_as_one[tensorflow]",),
@@ -590,19 +591,19 @@ MUTANTS = [
     ),
     Mutant(
         "the user-loss check runs before --devices splits the CPU",
-        "keras_crl/train.py",
-        '    """Fails fast, before any data is read, on names and values."""\n',
-        '    """Fails fast, before any data is read, on names and values."""\n'
+        "keras_crl/config.py",
+        "    _check_dataset_options(config)\n",
+        "    _check_dataset_options(config)\n    from keras_crl.loss_factory import check_loss\n"
         "    check_loss(config_loss(config), config.loss)\n",
         ("tests/cross_backend/test_multi_device.py::test_two_devices_split_the_batch[tensorflow]",),
         backend=None,
     ),
     Mutant(
         "OneHotTargets takes predictions given as a list for a tensor",
-        "keras_crl/train.py",
+        "keras_crl/loss_factory.py",
         "        y_pred = keras.ops.convert_to_tensor(y_pred)\n        labels = keras.ops.cast(",
         "        labels = keras.ops.cast(",
-        ("tests/test_docstrings.py::test_docstring_examples[keras_crl.train]",),
+        ("tests/test_docstrings.py::test_docstring_examples[keras_crl.loss_factory]",),
     ),
     Mutant(
         "a paused probe outlives its killed torchrun",
@@ -666,7 +667,7 @@ MUTANTS = [
     ),
     Mutant(
         "user losses built without from_logits",
-        "keras_crl/train.py",
+        "keras_crl/loss_factory.py",
         '        options.setdefault("from_logits", True)',
         "        pass",
         (

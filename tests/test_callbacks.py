@@ -10,8 +10,8 @@ from keras_crl.callbacks import BestWeights
 from keras_crl.callbacks import EpochTimer
 from keras_crl.callbacks import StateCheckpoint
 from keras_crl.callbacks import StopOnNaN
+from keras_crl.loss_factory import make_loss
 from keras_crl.run_folder import state_position
-from keras_crl.train import make_loss
 
 
 def test_stop_on_nan_names_the_step():

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from keras_crl import run_folder
+from keras_crl.loss_factory import make_loss
 from keras_crl.models import get_model
 from keras_crl.recipes import TorchSGD
 from keras_crl.run_folder import load_state
 from keras_crl.run_folder import save_state
-from keras_crl.train import make_loss
 
 
 def test_state_round_trip_and_mismatch(tmp_path):

@@ -62,6 +62,28 @@ def list_datasets():
     return list(_REGISTRY)
 
 
+def loader_options(name):
+    """The options `load_dataset(name, ...)` passes on to the data set's loader.
+
+    Args:
+        name: One of `list_datasets()`.
+
+    Returns:
+        A set of keyword names, e.g. `{"image_size", "test_dir", ...}` for
+        `"folder"`; empty for `"cifar10"`.
+
+    Example:
+
+    >>> sorted(loader_options("digits"))
+    ['test_seed', 'test_split']
+    """
+    import inspect
+
+    module_name, function_name = _REGISTRY[str(name).strip().lower()]
+    loader = getattr(importlib.import_module(module_name), function_name)
+    return set(inspect.signature(loader).parameters) - {"data_dir", "validation_split", "seed"}
+
+
 def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs):
     """Loads a data set by name.
 
@@ -123,6 +145,7 @@ __all__ = [
     "check_labels",
     "list_datasets",
     "load_dataset",
+    "loader_options",
     "random_crop_flip",
     "split_validation",
     "stratified_split",

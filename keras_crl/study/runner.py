@@ -63,6 +63,9 @@ def _train_in_subprocess(out_dir, backend, echo):
         # stdout is inherited: the worker's progress lines show as they come.
         proc = backends.start(backend, "keras_crl.study.runner", [out_dir], cache, stderr=stderr)
         proc.wait()
+    user_error = backends.worker_error(proc.returncode, log_path.read_text())
+    if user_error:
+        raise ValueError(f"{backend}: {user_error}")
     if proc.returncode:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"The {backend} runs failed (exit {proc.returncode}):\n{tail}")
@@ -131,12 +134,15 @@ def train_backend(out_dir, echo=print):
 
 def _check_finished(folder, config, backend):
     """A finished run must be the run the study asks for."""
+    from keras_crl.config import loss_parameters
+
     metrics = json.loads((folder / "metrics.json").read_text())
+    alpha, beta = loss_parameters(config)
     expected = {
         "backend": backend,
         "loss": config.loss,
-        "alpha": config.alpha,
-        "beta": config.beta,
+        "alpha": alpha,
+        "beta": beta,
         "label_smoothing": config.label_smoothing,
         "loss_options": config.loss_options,
         "seed": config.seed,
@@ -220,7 +226,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m keras_crl.study.runner OUT_DIR")
-    train_backend(argv[0])
+    from keras_crl.config import USER_ERRORS
+
+    try:
+        train_backend(argv[0])
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return backends.USER_ERROR_EXIT
     return 0
 
 

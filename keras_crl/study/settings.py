@@ -6,14 +6,15 @@ import os
 from pathlib import Path
 
 from keras_crl.backends import check_backends
+from keras_crl.config import TrainConfig
+from keras_crl.config import check_config
+from keras_crl.config import config_loss
+from keras_crl.loss_factory import check_loss
 from keras_crl.study.variants import COMPARED
 from keras_crl.study.variants import Variant
 from keras_crl.study.variants import parse_variant
 from keras_crl.study.variants import sweep_variants
 from keras_crl.study.variants import unique_variants
-from keras_crl.train import TrainConfig
-from keras_crl.train import check_loss
-from keras_crl.train import config_loss
 
 # Training settings a study compares losses under: the recipe and the data,
 # never the loss or the seed. A rerun into the same folder must match them.
@@ -133,11 +134,14 @@ def resolve_settings(
     extra = [parse_variant(e) for e in extra]
     for v in extra:
         check_loss(config_loss(TrainConfig(**v.train_fields())), v.spec)
+    variants = unique_variants([*COMPARED, *extra])
+    for v in unique_variants([*variants, *(sweep_variants() if sweep else [])]):
+        check_config(TrainConfig(**training, **v.train_fields()))
     settings = StudySettings(
         training=training,
         seeds=list(range(seeds)),
         backends=list(dict.fromkeys(check_backends(backends))),
-        variants=unique_variants([*COMPARED, *extra]),
+        variants=variants,
         sweep=bool(sweep),
         quick=bool(quick),
     )

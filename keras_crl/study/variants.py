@@ -70,18 +70,21 @@ class Variant:
         return ":".join(parts)
 
     def train_fields(self):
-        """The `TrainConfig` fields that select this loss."""
+        """The `TrainConfig` fields that select this loss (alpha and beta: the
+        CRL family's only)."""
+        crl_family = self.loss in ("crl", "nllr", "ce")
         return {
             "loss": self.loss,
-            "alpha": self.alpha,
-            "beta": self.beta,
+            "alpha": self.alpha if crl_family else None,
+            "beta": self.beta if crl_family else None,
             "label_smoothing": self.label_smoothing,
             "loss_options": dict(self.options),
         }
 
     def as_record(self):
         """The fields every run record and summary row carries for its loss."""
-        return {"variant": self.name, "label": self.label, **self.train_fields()}
+        fields = {**self.train_fields(), "alpha": self.alpha, "beta": self.beta}
+        return {"variant": self.name, "label": self.label, **fields}
 
 
 def _text(value):

@@ -43,12 +43,12 @@ from keras_crl import CompetingRatioLoss  # noqa: E402
 from keras_crl import cli  # noqa: E402
 from keras_crl import data as data_lib  # noqa: E402
 from keras_crl import models as models_lib  # noqa: E402
+from keras_crl.loss_factory import make_loss  # noqa: E402
 from keras_crl.parallel import data_parallel  # noqa: E402
 from keras_crl.parallel import for_training  # noqa: E402
 from keras_crl.recipes import TorchSGD  # noqa: E402
 from keras_crl.reproducible import numpy_initialise  # noqa: E402
 from keras_crl.train import TrainConfig  # noqa: E402
-from keras_crl.train import make_loss  # noqa: E402
 from keras_crl.train import train  # noqa: E402
 
 BACKEND = keras.backend.backend()

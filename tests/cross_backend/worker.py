@@ -24,9 +24,9 @@ from keras_crl import competing_ratio_loss
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl import negative_log_likelihood_ratio_loss
+from keras_crl.loss_factory import make_loss
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialise
-from keras_crl.train import make_loss
 from tests.backend_utils import BACKEND
 from tests.backend_utils import HAS_XLA
 from tests.backend_utils import value_and_grad

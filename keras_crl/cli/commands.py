@@ -1,0 +1,194 @@
+"""What each `keras-crl` command does once its flags are parsed.
+
+Each `run_*` takes the parsed flags and the command line, and returns the
+exit status. Keras is imported here, never before the backend is chosen.
+"""
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from keras_crl.backends import check_backends
+from keras_crl.cli.flags import config_from_args
+from keras_crl.cli.flags import given_flags
+from keras_crl.cli.flags import resume_from_run_folder
+
+
+def cluster_from_args(args):
+    """The `parallel.Cluster` of the flags or, without them, of the environment."""
+    from keras_crl import parallel
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if all(f is None for f in flags):
+        return parallel.cluster_from_environment(timeout=args.cluster_timeout)
+    if any(f is None for f in flags):
+        raise ValueError("--coordinator, --num-processes and --process-id go together.")
+    return parallel.Cluster.of(*flags, timeout=args.cluster_timeout)
+
+
+def train_config(parser, args, argv):
+    """`train`'s checked `TrainConfig`; with `--resume`, the run folder's settings."""
+    import keras
+
+    from keras_crl import run_folder
+    from keras_crl.config import check_config
+
+    run_dir = args.run_dir or (
+        f"runs/{args.model}-{args.dataset}-{args.loss.replace(':', '-')}-"
+        f"{keras.backend.backend()}-s{args.seed}"
+    )
+    config = config_from_args(args, run_dir)
+    if args.resume:
+        config = resume_from_run_folder(config, given_flags(parser, "train", argv))
+        if not (Path(run_dir) / "state.npz").exists():
+            print(
+                f"keras-crl train: --resume: {run_dir} has no checkpoint (state.npz); "
+                "starting a fresh run.",
+                file=sys.stderr,
+            )
+        elif run_folder.finished(run_dir, config.resolved_recipe().epochs):
+            print(
+                f"keras-crl train: --resume: {run_dir} has trained all its epochs; nothing to "
+                "train (give more --epochs to train further). Its metrics:",
+                file=sys.stderr,
+            )
+    check_config(config)
+    return config
+
+
+def run_train(parser, args, argv):
+    import keras
+
+    from keras_crl import data
+    from keras_crl import models
+    from keras_crl import parallel
+    from keras_crl.train import train
+
+    if args.list:
+        print("models:  ", ", ".join(models.list_models()))
+        print("datasets:", ", ".join(data.list_datasets()))
+        return 0
+    config = train_config(parser, args, argv)
+    cluster = cluster_from_args(args)
+    if (
+        keras.backend.backend() == "torch"
+        and (args.devices > 1 or cluster)
+        and not parallel.launched_by_torchrun()
+    ):
+        # DistributedDataParallel: one process per device, started by torchrun.
+        command = parallel.torchrun_command(args.devices, argv, cluster)
+        os.execve(sys.executable, command, dict(os.environ, KERAS_BACKEND="torch"))
+    if cluster and keras.backend.backend() == "tensorflow" and args.checkpoint_every is None:
+        # It checkpoints at epoch ends only (parallel.checks_epoch_ends_only).
+        config = dataclasses.replace(config, checkpoint_steps=None, checkpoint_seconds=None)
+    parallel.join(cluster)
+    metrics = train(config)
+    if not parallel.is_chief():
+        return 0
+    print(_table([metrics]))
+    print(f"\nRun folder: {config.run_dir}")
+    return 0
+
+
+def run_demo(parser, args, argv):
+    import keras
+
+    from keras_crl.config import check_config
+    from keras_crl.train import train
+
+    configs = []
+    for loss in ("ce", "crl"):
+        config = config_from_args(args, os.path.join(args.run_dir, loss))
+        config = dataclasses.replace(
+            config, loss=loss, verbose=0 if args.verbose == 1 else args.verbose
+        )
+        check_config(config)
+        configs.append(config)
+    print(
+        f"keras-crl main job: {args.model} on {args.dataset}, backend "
+        f"{keras.backend.backend()}, {args.epochs} epochs per loss\n"
+    )
+    results = []
+    for config in configs:
+        print(f"training with {config.loss} ...", flush=True)
+        results.append(train(config))
+    print()
+    print(_table(results))
+    print(f"\nRun folders (config, log.csv, weights, metrics, plots): {args.run_dir}/{{ce,crl}}")
+    return 0
+
+
+def run_compare(parser, args, argv):
+    from keras_crl.compare import compare_backends
+    from keras_crl.compare import format_table
+
+    backends = check_backends(args.backends)
+    rows = compare_backends(config_from_args(args, args.out_dir), args.out_dir, backends)
+    print()
+    print(format_table(rows))
+    print(f"\nRuns, comparison.md and loss/accuracy overlays: {args.out_dir}")
+    return 0
+
+
+def run_study(parser, args, argv):
+    import keras
+
+    from keras_crl import study
+
+    current = keras.backend.backend()
+    settings = study.resolve_settings(
+        dataclasses.asdict(config_from_args(args, run_dir="")),
+        seeds=args.seeds,
+        backends=args.backends or current,
+        extra=args.extra,
+        sweep=args.sweep,
+        quick=args.quick,
+        out_dir=args.out_dir,
+    )
+    n_variants = len(settings.all_variants())
+    n_runs = len(settings.backends) * n_variants * len(settings.seeds)
+    print(
+        f"keras-crl study: {n_variants} losses x {len(settings.seeds)} seeds "
+        f"x {len(settings.backends)} backend(s) = {n_runs} runs into {args.out_dir}",
+        flush=True,
+    )
+    results = study.run(settings, args.out_dir, current)
+    print()
+    print(study.main_table(results))
+    print(
+        f"\nReport: {os.path.join(args.out_dir, 'report.md')} (plots and results.json next to it)"
+    )
+    return 0
+
+
+COMMANDS = {
+    "demo": run_demo,
+    "train": run_train,
+    "compare-backends": run_compare,
+    "study": run_study,
+}
+
+
+def _table(rows):
+    header = ("loss", "alpha", "beta", "backend", "test acc", "best val acc", "epoch s", "img/s")
+    lines = [header]
+    for m in rows:
+        alpha_beta = (f"{m['alpha']:g}", f"{m['beta']:g}") if m["loss"] == "crl" else ("-", "-")
+        lines.append(
+            (
+                m["loss"],
+                *alpha_beta,
+                m["backend"],
+                f"{100 * m['test_accuracy']:.2f} %",
+                f"{100 * m['best_val_accuracy']:.2f} %"
+                if m["best_val_accuracy"] is not None
+                else "-",
+                f"{m['seconds_per_epoch']:.2f}" if m["seconds_per_epoch"] else "-",
+                f"{m['images_per_second']:.0f}" if m["images_per_second"] else "-",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)

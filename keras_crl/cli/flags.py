@@ -1,0 +1,411 @@
+"""The command line's flags, and the `TrainConfig` they describe.
+
+This module imports neither Keras nor a backend: `keras-crl --backend X`
+chooses the backend after parsing, before Keras is first imported.
+"""
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from keras_crl.backends import BACKENDS
+
+# Mid-epoch checkpoints by default: a preempted run loses at most this much
+# training; at this interval saving costs well under 1 % of the training time
+# of ResNet-18 on CIFAR shapes (benchmarks/results/checkpoint_overhead.md).
+CHECKPOINT_EVERY = "10min"
+_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+# The main job's settings: small enough for about a minute on 2 CPU cores.
+DEMO = {"epochs": 12, "batch_size": 64, "learning_rate": 0.05}
+# compare-backends: digits, two minutes for all three backends. lr 0.02, not
+# 0.05: at 0.05 this small net's trajectory is chaotic and float32 rounding
+# alone separates the backends (see tests/cross_backend).
+COMPARE = {"epochs": 10, "batch_size": 64, "learning_rate": 0.02}
+# Flags that set TrainConfig fields of other names (the rest share the name).
+FLAG_FIELDS = {
+    "image_size": ("dataset_options",),
+    "data_workers": ("dataset_options",),
+    "data_dir": ("data_dir", "dataset_options"),
+    "loss": ("loss", "loss_options", "label_smoothing"),
+    "channels_first": ("data_format",),
+    "checkpoint_every": ("checkpoint_steps", "checkpoint_seconds"),
+}
+# TrainConfig fields and data set options named differently on the command line.
+FIELD_FLAGS = {
+    "workers": "--data-workers",
+    "path": "--data-dir",
+    "data_format": "--channels-first",
+    "checkpoint_steps": "--checkpoint-every",
+    "checkpoint_seconds": "--checkpoint-every",
+    "loss_options": "--loss",
+}
+
+
+def parse_every(text):
+    """`--checkpoint-every` -> `(steps, seconds)`, each None when not asked.
+
+    Example:
+
+    >>> parse_every("500,10min")
+    (500, 600.0)
+    >>> parse_every("epoch")
+    (None, None)
+    """
+    steps = seconds = None
+    for part in str(text).lower().replace(" ", "").split(","):
+        number = part.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = part[len(number) :]
+        try:
+            value = float(number) if unit else int(number)
+        except ValueError:
+            value = None
+        if part == "epoch":
+            continue
+        if value is None or not value > 0 or (unit and unit not in _SECONDS):
+            raise ValueError(
+                f"--checkpoint-every {text!r}: expected steps (500), a duration "
+                "(30s, 10min, 1h), both (500,10min) or 'epoch'."
+            )
+        if unit:
+            seconds = value * _SECONDS[unit]
+        else:
+            steps = value
+    return steps, seconds
+
+
+def _add_data_and_recipe_arguments(parser, defaults):
+    """The flags of what is trained and how: shared by every command."""
+    add = parser.add_argument
+    add("--model", default="small_cnn", help="zoo model name (see `train --list`)")
+    add(
+        "--dataset",
+        default="digits",
+        help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder, "
+        "folder_stream (decoded batch by batch: folders larger than memory)",
+    )
+    add("--data-dir", help="where data sets are found or downloaded; for 'folder' the image folder")
+    add("--image-size", type=int, help="folder data sets: resize to this square size")
+    add(
+        "--data-workers",
+        type=int,
+        help="folder_stream: decoding threads (default: the CPU count; 0: in the training loop)",
+    )
+    add("--recipe", default="paper", help="paper (default) or cosine")
+    add(
+        "--epochs",
+        type=int,
+        default=defaults.get("epochs"),
+        help="epochs (the recipe's milestones are scaled to it)",
+    )
+    add("--batch-size", type=int, default=defaults.get("batch_size"))
+    add("--lr", type=float, dest="learning_rate", default=defaults.get("learning_rate"))
+    add("--momentum", type=float, help="SGD momentum, in [0, 1)")
+    add("--weight-decay", type=float, help="coupled L2, as PyTorch's SGD")
+    add("--schedule", choices=("step", "cosine", "constant"))
+    add("--no-augment", dest="augment", action="store_false", default=None)
+    add("--validation-split", type=float, default=0.1)
+    add("--limit", type=int, help="train on the first N training images only")
+    add(
+        "--jit",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="compile the train step (XLA on TensorFlow/JAX, torch.compile on torch)",
+    )
+    add("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+
+
+def _add_run_arguments(parser):
+    """The flags of one training run: its loss, seed, devices and output."""
+    add = parser.add_argument
+    add(
+        "--loss",
+        default="crl",
+        help="crl, nllr, ce, focal[:gamma=G], or your own loss as package.module:Class"
+        "[:name=value...] (built with those keyword arguments; from_logits=True when it takes "
+        "it; add :one_hot=True if it wants one-hot targets)",
+    )
+    add("--alpha", type=float, help="CRL alpha (default 0, the authors'); crl only")
+    add("--beta", type=float, help="CRL beta (default 0.25, the authors'); crl only")
+    add("--label-smoothing", type=float, default=0.0)
+    add("--seed", type=int, default=0)
+    add("--init-weights", help="a .weights.h5 file to start from")
+    add(
+        "--devices",
+        type=int,
+        default=1,
+        help="data-parallel devices (jax: DataParallel, tensorflow: MirroredStrategy, "
+        "torch: DistributedDataParallel, one process per device started with torchrun)",
+    )
+    add("--channels-first", action="store_true", help="train in channels_first layout")
+    add("--verbose", type=int, default=1, choices=(0, 1, 2))
+
+
+def _add_cluster_arguments(parser):
+    """Several processes (machines): the same command on each, but --process-id."""
+    add = parser.add_argument_group(
+        "several processes",
+        "the same command on every process (default: Keras' KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "_NUM_PROCESSES, _PROCESS_ID); --devices and the batch size stay per process and "
+        "global; process 0 writes the run folder, which all must be able to read",
+    ).add_argument
+    add(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address, reachable by all; TensorFlow: every process's, "
+        "comma-separated in process order (process 0's first)",
+    )
+    add(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="processes in all (torch: machines, each starting --devices processes)",
+    )
+    add("--process-id", type=int, metavar="I", help="0 (the chief) .. N-1")
+    add(
+        "--cluster-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="fail if the processes have not all joined within this (default 300)",
+    )
+
+
+def _add_train_arguments(train):
+    _add_data_and_recipe_arguments(train, {})
+    _add_run_arguments(train)
+    add = train.add_argument
+    add("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND)")
+    add("--run-dir", help="run folder (default runs/<model>-<dataset>-<loss>-<backend>-s<seed>)")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir at the step after its last checkpoint, with its "
+        "settings: flags given here must agree with them, except --epochs (step and constant "
+        "schedules), --backend and how it runs (--jit, --verbose, checkpoints); without a "
+        "checkpoint the run starts fresh, with a notice",
+    )
+    add(
+        "--checkpoint-every",
+        metavar="EVERY",
+        help="also checkpoint inside epochs: every N steps (500), every duration of training "
+        "(30s, 10min, 1h), both (500,10min), or only at epoch ends (epoch); "
+        f"default {CHECKPOINT_EVERY} (epoch for TensorFlow across processes)",
+    )
+    add(
+        "--keep-checkpoints",
+        type=int,
+        default=1,
+        metavar="K",
+        help="keep the newest K checkpoints (state.npz and state-EPOCH-STEP.npz); default 1",
+    )
+    add("--list", action="store_true", help="list models and datasets, then exit")
+    _add_cluster_arguments(train)
+
+
+def _add_study_arguments(study):
+    _add_data_and_recipe_arguments(study, {})
+    add = study.add_argument
+    add("--seeds", type=int, help="seeds 0..N-1 per loss and backend (default 8, --quick 2)")
+    add("--backends", help="comma-separated, e.g. tensorflow,torch,jax (default: the current one)")
+    add(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LOSS",
+        help="another loss to compare (repeatable): crl:ALPHA:BETA, ce, nllr or focal, each "
+        "with optional :label_smoothing=S (focal: :gamma=G), or your own "
+        "package.module:Class[:name=value...] (see train --loss); checked before any run",
+    )
+    add(
+        "--sweep",
+        action="store_true",
+        help="also alpha in {0, 0.5, 1} x beta in {0, 0.25, 0.5, 0.75, 1}, with a heat map",
+    )
+    add(
+        "--quick",
+        action="store_true",
+        help="2 seeds, 8 epochs: a smoke check of the whole pipeline",
+    )
+    add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
+
+
+def build_parser():
+    """The `keras-crl` parser; `parser.commands` maps each command to its parser."""
+    parser = argparse.ArgumentParser(
+        prog="keras-crl",
+        description="Competing Ratio Loss for Keras 3 on TensorFlow, PyTorch and JAX. "
+        "With no command: CRL vs cross-entropy on the bundled digits data.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="the main job (also what no command runs)")
+    _add_data_and_recipe_arguments(demo, DEMO)
+    _add_run_arguments(demo)
+    demo.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND)")
+    demo.add_argument("--run-dir", default="runs/demo")
+
+    _add_train_arguments(sub.add_parser("train", help="train one model into a run folder"))
+
+    compare = sub.add_parser(
+        "compare-backends",
+        help="the same training on tensorflow, torch and jax, one process each, compared",
+        description="Trains once per backend from the same seeded initial weights on the "
+        "same batches and compares the runs. Defaults: "
+        + ", ".join(f"{k} {v}" for k, v in COMPARE.items())
+        + ".",
+    )
+    _add_data_and_recipe_arguments(compare, COMPARE)
+    _add_run_arguments(compare)
+    compare.add_argument("--out-dir", default="runs/compare-backends")
+    compare.add_argument(
+        "--backends", default=",".join(BACKENDS), help="comma-separated; the first is the reference"
+    )
+
+    _add_study_arguments(
+        sub.add_parser(
+            "study",
+            help="CRL vs CE, NLLR, label smoothing, focal loss and your own losses, over seeds "
+            "(and backends, alpha x beta): report.md with plots",
+            description="Trains every loss with every seed (default 8) on each backend (each in "
+            "its own process) and writes report.md: test accuracy (best-on-validation weights) "
+            "as mean ± std, paired differences to cross-entropy and of the authors' CRL to each "
+            "other loss, training curves and time. On the bundled digits the defaults are 30 "
+            "epochs, batch 64, lr 0.05. Rerun the same command to resume: finished runs are "
+            "skipped.",
+        )
+    )
+    parser.commands = dict(sub.choices)
+    return parser
+
+
+def given_flags(parser, command, argv):
+    """The destinations of the flags `argv` sets itself, defaults left out."""
+    sub = parser.commands[command]
+    saved = [(action, action.default) for action in sub._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return set(vars(sub.parse_args(argv[argv.index(command) + 1 :])))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+def flag_of(parser, command, field):
+    """The flag that sets `TrainConfig` field (or data set option) `field`, or `field`."""
+    if field in FIELD_FLAGS:
+        return FIELD_FLAGS[field]
+    for action in parser.commands[command]._actions:
+        if action.dest == field and action.option_strings:
+            return action.option_strings[-1]
+    return field
+
+
+def _loss_fields(args):
+    """The `TrainConfig` fields of `--loss` and its parameters.
+
+    `--loss focal:gamma=2`, `crl:0.5:0.5` or `package.module:Class:k=v` are
+    read as the study's `--extra` reads them.
+    """
+    fields = {"loss": args.loss, "alpha": args.alpha, "beta": args.beta}
+    if args.loss not in ("crl", "nllr", "ce"):
+        from keras_crl.study.variants import parse_variant
+
+        spec = parse_variant(args.loss).train_fields()
+        for name in ("alpha", "beta"):
+            given = fields[name]
+            if given is not None and spec[name] is not None and given != spec[name]:
+                raise ValueError(f"--{name} {given:g} and --loss {args.loss} disagree.")
+            spec[name] = given if given is not None else spec[name]
+        fields = spec
+    fields["label_smoothing"] = fields.get("label_smoothing") or args.label_smoothing
+    return fields
+
+
+def _dataset_options(args):
+    options = {}
+    if args.image_size is not None:
+        options["image_size"] = (args.image_size, args.image_size)
+    if args.dataset in ("folder", "folder_stream"):
+        if not args.data_dir:
+            raise ValueError(
+                f"--dataset {args.dataset} needs --data-dir PATH (one sub-folder per class)."
+            )
+        options["path"] = args.data_dir
+    if args.data_workers is not None:
+        options["workers"] = args.data_workers
+    return options
+
+
+def config_from_args(args, run_dir):
+    """The `TrainConfig` the flags describe (run flags absent: defaults)."""
+    from keras_crl.config import TrainConfig
+
+    options = _dataset_options(args)
+    run = {}
+    if hasattr(args, "checkpoint_every"):
+        run["checkpoint_steps"], run["checkpoint_seconds"] = parse_every(
+            args.checkpoint_every or CHECKPOINT_EVERY
+        )
+        run["keep_checkpoints"] = args.keep_checkpoints
+    if hasattr(args, "loss"):
+        run.update(
+            **_loss_fields(args),
+            seed=args.seed,
+            init_weights=args.init_weights,
+            devices=args.devices,
+            data_format="channels_first" if args.channels_first else "channels_last",
+            verbose=args.verbose,
+        )
+    return TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        augment=args.augment,
+        validation_split=args.validation_split,
+        data_dir=None if "path" in options else args.data_dir,
+        dataset_options=options,
+        limit=args.limit,
+        run_dir=run_dir,
+        jit={"auto": "auto", "on": True, "off": False}[args.jit],
+        precision=args.precision,
+        resume=getattr(args, "resume", False),
+        **run,
+    )
+
+
+def resume_from_run_folder(config, given):
+    """`train --resume`: the run folder's settings, with the flags given here.
+
+    Args:
+        config: The `TrainConfig` of the command line (defaults included).
+        given: The flags the command line set itself (`given_flags`).
+
+    Returns:
+        The run's `config.json` settings, where a flag given here replaces
+        its field; how the run runs (checkpoints, verbosity, jit) always
+        comes from the command line. `config` when the folder has no
+        checkpoint. `train()` then refuses what changes the training.
+    """
+    from keras_crl.config import RESUMABLE_CHANGES
+    from keras_crl.config import TrainConfig
+
+    folder = Path(config.run_dir)
+    if not (folder / "state.npz").exists() or not (folder / "config.json").exists():
+        return config
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    trained = json.loads((folder / "config.json").read_text())["config"]
+    fields = {k: v for k, v in trained.items() if k in known}
+    own = {f for f in RESUMABLE_CHANGES if f != "epochs"}
+    for dest in given:
+        own.update(FLAG_FIELDS.get(dest, (dest,)))
+    fields.update({k: getattr(config, k) for k in own & known})
+    if "dataset_options" in own:
+        fields["dataset_options"] = {**trained["dataset_options"], **config.dataset_options}
+    return TrainConfig(**fields)

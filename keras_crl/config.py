@@ -1,0 +1,456 @@
+"""`TrainConfig`, everything that defines a training run, and its checks.
+
+A configuration is checked here and nowhere else, so `train()`, `keras-crl
+train`, `compare-backends` and `study` refuse the same mistakes in the same
+words, before any data is read or any folder is made. Resuming a run compares
+the configuration asked for with the one its run folder was trained with
+(`resume_changes`).
+"""
+
+import dataclasses
+import json
+import math
+
+from keras_crl import data as data_lib
+from keras_crl import models as models_lib
+from keras_crl.loss_factory import LOSSES
+from keras_crl.loss_factory import make_loss
+from keras_crl.recipes import get_recipe
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DATA_FORMATS = ("channels_last", "channels_first")
+SCHEDULES = ("step", "cosine", "constant")
+# The CRL family's members other than CRL itself: CRL at fixed (alpha, beta).
+FIXED_ALPHA_BETA = {"ce": (0.0, 0.0), "nllr": (0.0, 1.0)}
+# The authors' release, CRL's defaults.
+CRL_ALPHA, CRL_BETA = 0.0, 0.25
+# What a resumed run may change: how it runs, not what it trains. Everything
+# else in `TrainConfig` (and the resolved recipe) must equal the checkpoint's.
+RESUMABLE_CHANGES = (
+    "epochs",
+    "run_dir",
+    "resume",
+    "jit",
+    "deterministic",
+    "data_format",
+    "data_dir",
+    "init_weights",
+    "checkpoint_steps",
+    "checkpoint_seconds",
+    "keep_checkpoints",
+    "verbose",
+)
+
+# A user's mistakes: names and values, corrupt or mismatched files (the
+# loaders name the file), missing data, a loss that became NaN. The command
+# line and the worker processes report these as one line, not a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, data_lib.DatasetNotAvailable, FloatingPointError)
+
+__all__ = [
+    "USER_ERRORS",
+    "ConfigError",
+    "TrainConfig",
+    "check_config",
+    "config_loss",
+    "loss_parameters",
+    "resumed_config",
+]
+
+
+class ConfigError(ValueError):
+    """A `TrainConfig` field (or data set option) holds a value it cannot take.
+
+    Args:
+        field: The field's name, e.g. `"epochs"` or `"image_size"`.
+        value: The value given.
+        reason: What is wrong, e.g. `"must be an integer of at least 1"`.
+    """
+
+    def __init__(self, field, value, reason):
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Args:
+        model: A name from `keras_crl.models.list_models()`.
+        dataset: A name from `keras_crl.data.list_datasets()`.
+        loss: `"crl"`, `"nllr"`, `"ce"`, `"focal"` or a user loss
+            `"package.module:Class"` (see `keras_crl.loss_factory.make_loss`).
+        alpha: CRL's alpha; `None` is the authors' 0. NLLR and CE are CRL at
+            a fixed alpha and beta (0 and 1; 0 and 0): they take no other
+            value, and other losses take none.
+        beta: CRL's beta; `None` is the authors' 0.25.
+        label_smoothing: Label smoothing of the built-in losses.
+        loss_options: Keyword arguments of `"focal"` (`gamma`) or of the
+            user loss.
+        recipe: `"paper"` or `"cosine"`; the fields below override it.
+        epochs, batch_size, learning_rate, momentum, weight_decay, schedule,
+        milestones, reference_epochs, augment: Recipe overrides (`None` keeps
+            the recipe's). `milestones` are given for a run of
+            `reference_epochs` epochs and scaled to `epochs`.
+        seed: Seed of the initial weights, the data order and augmentation.
+        validation_split: Fraction of the training data held out for model
+            selection.
+        data_dir: Where data sets are looked for / downloaded.
+        dataset_options: Extra arguments of the data set loader (e.g.
+            `image_size` for `"folder"`).
+        model_options: Extra arguments of the model builder (e.g.
+            `weights="imagenet"`, `freeze_backbone=True` for `keras_app_*`).
+        limit: Use only the first `limit` training images (quick runs).
+        init_weights: A `.weights.h5` file to start from instead of the
+            seeded NumPy initialization.
+        run_dir: The run folder.
+        jit: Compile the train step (`jit_compile`); `"auto"` lets Keras
+            choose.
+        precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
+        devices: Data-parallel replicas: `keras.distribution.DataParallel` on
+            JAX, `tf.distribute.MirroredStrategy` on TensorFlow,
+            DistributedDataParallel on torch (one process per device, started
+            by torchrun; see `keras_crl.parallel`). The batch size is the
+            global batch, split across the devices.
+        data_format: `"channels_last"` or `"channels_first"`.
+        resume: Continue from `run_dir/state.npz` if it exists, at the step
+            after the checkpoint (inside an epoch too); without a checkpoint
+            the run starts fresh. The configuration must train what the
+            checkpoint trained (`resumed_config`).
+        checkpoint_steps: Also checkpoint inside epochs every this many steps.
+        checkpoint_seconds: Also checkpoint inside epochs every this many
+            seconds of training (default 600; None: only at epoch ends).
+        keep_checkpoints: Checkpoints to keep: `state.npz` and the newest
+            older ones beside it (`state-EEEE-SSSSSS.npz`).
+        verbose: Keras' progress bar (1), one line per epoch (2), or none.
+
+    Example:
+
+    >>> config = TrainConfig(loss="nllr", epochs=2)
+    >>> check_config(config)
+    >>> loss_parameters(config)
+    (0.0, 1.0)
+    """
+
+    model: str = "small_cnn"
+    dataset: str = "digits"
+    loss: str = "crl"
+    alpha: float | None = None
+    beta: float | None = None
+    label_smoothing: float = 0.0
+    loss_options: dict = dataclasses.field(default_factory=dict)
+    recipe: str = "paper"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    milestones: tuple | None = None
+    reference_epochs: int | None = None
+    augment: bool | None = None
+    seed: int = 0
+    validation_split: float = 0.1
+    data_dir: str | None = None
+    dataset_options: dict = dataclasses.field(default_factory=dict)
+    model_options: dict = dataclasses.field(default_factory=dict)
+    limit: int | None = None
+    init_weights: str | None = None
+    run_dir: str = "runs/latest"
+    jit: bool | str = "auto"
+    precision: str = "float32"
+    devices: int = 1
+    data_format: str = "channels_last"
+    resume: bool = False
+    checkpoint_steps: int | None = None
+    checkpoint_seconds: float | None = 600.0
+    keep_checkpoints: int = 1
+    verbose: int = 1
+
+    def resolved_recipe(self):
+        """The `keras_crl.recipes.Recipe` with this configuration's overrides."""
+        return get_recipe(
+            self.recipe,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            milestones=self.milestones,
+            reference_epochs=self.reference_epochs,
+            augment=self.augment,
+        )
+
+
+def _whole(minimum):
+    def check(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+    return check, f"must be an integer of at least {minimum}"
+
+
+def _number(low, high=math.inf, low_open=False, high_open=True):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return math.isfinite(value) and above and below
+
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    return check, f"must be a number in {left}{low:g}, {high:g}{right}"
+
+
+# Each numeric field: its check and the reason given when it fails. A field
+# whose default is None may also be None (the recipe's value, or off).
+_NUMBERS = {
+    "epochs": _whole(1),
+    "batch_size": _whole(1),
+    "limit": _whole(1),
+    "reference_epochs": _whole(1),
+    "seed": _whole(0),
+    "devices": _whole(1),
+    "checkpoint_steps": _whole(1),
+    "keep_checkpoints": _whole(1),
+    "verbose": _whole(0),
+    "learning_rate": _number(0, low_open=True),
+    "momentum": _number(0, 1),
+    "weight_decay": _number(0),
+    "validation_split": _number(0, 1),
+    "label_smoothing": _number(0, 1),
+    "checkpoint_seconds": _number(0, low_open=True),
+}
+_CHOICES = {
+    "precision": PRECISIONS,
+    "data_format": DATA_FORMATS,
+    "schedule": SCHEDULES,
+    "jit": ("auto", True, False),
+}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def loss_parameters(config):
+    """The alpha and beta the configured loss trains with.
+
+    Returns:
+        `(alpha, beta)`: CRL's (the authors' 0 and 0.25 where unset), NLLR's
+        `(0, 1)`, CE's `(0, 0)`; `(None, None)` for focal and user losses.
+    """
+    if config.loss == "crl":
+        alpha = CRL_ALPHA if config.alpha is None else float(config.alpha)
+        return alpha, CRL_BETA if config.beta is None else float(config.beta)
+    return FIXED_ALPHA_BETA.get(config.loss, (None, None))
+
+
+def config_loss(config):
+    """The loss `config` trains with (`keras_crl.loss_factory.make_loss`)."""
+    alpha, beta = loss_parameters(config)
+    return make_loss(
+        config.loss,
+        alpha=alpha or 0.0,
+        beta=CRL_BETA if beta is None else beta,
+        label_smoothing=config.label_smoothing,
+        options=config.loss_options,
+    )
+
+
+def check_config(config):
+    """Checks every field of `config`, before any data is read.
+
+    Args:
+        config: A `TrainConfig`.
+
+    Raises:
+        ConfigError: A field holds a value it cannot take: a number out of
+            range, an unknown name, alpha or beta set for a loss that does
+            not take them, a data set option its loader does not take. The
+            message names the field and the value.
+        ValueError: A loss that cannot be built from its name and options.
+    """
+    _check_numbers(config)
+    _check_names(config)
+    _check_loss_parameters(config)
+    _check_dataset_options(config)
+    # Built, not called: a call makes tensors, and TensorFlow can no longer
+    # split its CPU for `devices` once it has (`train` calls it).
+    config_loss(config)
+
+
+def _check_numbers(config):
+    for field, (check, reason) in _NUMBERS.items():
+        value = getattr(config, field)
+        if value is None and _DEFAULTS[field] is None:
+            continue
+        if not check(value):
+            raise ConfigError(field, value, reason)
+
+
+def _check_names(config):
+    _check_choice("model", config.model, models_lib.list_models())
+    _check_choice("dataset", config.dataset, data_lib.list_datasets())
+    for field, valid in _CHOICES.items():
+        value = getattr(config, field)
+        if value is not None or _DEFAULTS[field] is not None:
+            _check_choice(field, value, valid)
+    if config.loss not in LOSSES and ":" not in str(config.loss):
+        raise ConfigError(
+            "loss",
+            config.loss,
+            f"unknown loss. Valid losses: {', '.join(LOSSES)}, or a user loss as "
+            "package.module:Class",
+        )
+    try:
+        config.resolved_recipe()
+    except ValueError as error:
+        raise ConfigError("recipe", config.recipe, str(error)) from None
+
+
+def _check_choice(field, value, valid):
+    if value not in valid:
+        shown = ", ".join(str(v) for v in valid)
+        raise ConfigError(field, value, f"unknown {field}. Valid {field}s: {shown}")
+
+
+def _check_loss_parameters(config):
+    for field in ("alpha", "beta"):
+        value = getattr(config, field)
+        if value is None:
+            continue
+        if config.loss == "crl":
+            if not _number(0)[0](value):
+                raise ConfigError(field, value, "CRL needs a finite number of at least 0")
+        elif config.loss in FIXED_ALPHA_BETA:
+            alpha, beta = FIXED_ALPHA_BETA[config.loss]
+            if value != {"alpha": alpha, "beta": beta}[field]:
+                raise ConfigError(
+                    field,
+                    value,
+                    f"{config.loss} is CRL with alpha {alpha:g} and beta {beta:g}; "
+                    f"for another {field} use loss 'crl'",
+                )
+        else:
+            raise ConfigError(
+                field, value, f"applies to the CRL family (crl, nllr, ce), not to {config.loss}"
+            )
+    if ":" in config.loss and config.label_smoothing:
+        raise ConfigError(
+            "label_smoothing",
+            config.label_smoothing,
+            "a user loss takes label smoothing as its own option, if it has one "
+            "(package.module:Class:label_smoothing=0.1)",
+        )
+
+
+def _check_dataset_options(config):
+    accepted = data_lib.loader_options(config.dataset)
+    for option, value in config.dataset_options.items():
+        if option not in accepted:
+            raise ConfigError(
+                option,
+                value,
+                f"does not apply to dataset {config.dataset} "
+                f"(its options: {', '.join(sorted(accepted)) or 'none'})",
+            )
+    size = config.dataset_options.get("image_size")
+    if size is not None:
+        sizes = (size, size) if isinstance(size, int) else tuple(size)
+        if len(sizes) != 2 or not all(_whole(1)[0](s) for s in sizes):
+            raise ConfigError("image_size", size, "must be a positive integer or two of them")
+
+
+def resumed_config(trained, requested, trained_epochs):
+    """The configuration that continues a run folder's training, and what it changes.
+
+    Args:
+        trained: The run folder's `config.json` (`train.describe`): the
+            `config` it was trained with, its resolved `recipe` and the
+            `milestones_used`.
+        requested: The `TrainConfig` asked for.
+        trained_epochs: The epochs the checkpoint has finished.
+
+    Returns:
+        `(config, changes)`: the `TrainConfig` to train with, and
+        `{field: [trained value, requested value]}` for each field that
+        differs and may (`RESUMABLE_CHANGES`). More or fewer `epochs` keep
+        the step schedule's milestones where the run had them.
+
+    Raises:
+        ValueError: Fields that change what is trained (the loss and its
+            parameters, model, data, batch, recipe, learning rate, seed,
+            precision, devices) differ, each named with both values; or
+            `epochs` changes a cosine schedule (it anneals over the whole
+            run, epochs already trained included) or falls below the epochs
+            already trained.
+    """
+    old = _comparable(trained["config"], trained["recipe"])
+    new = _comparable(
+        dataclasses.asdict(requested), dataclasses.asdict(requested.resolved_recipe())
+    )
+    changes = {
+        k: [old.get(k), new.get(k)]
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    }
+    refused = [k for k in changes if k not in RESUMABLE_CHANGES]
+    if refused:
+        shown = "; ".join(
+            f"{k} {changes[k][0]!r} in the run, {changes[k][1]!r} asked" for k in refused
+        )
+        raise ValueError(
+            f"{requested.run_dir} was trained with other settings ({shown}). Resume it with "
+            "the run's settings, or train into a new run folder."
+        )
+    if "epochs" in changes:
+        requested = _more_epochs(trained, requested, trained_epochs)
+    return requested, changes
+
+
+def _more_epochs(trained, requested, trained_epochs):
+    epochs = requested.resolved_recipe().epochs
+    if epochs < trained_epochs:
+        raise ConfigError("epochs", epochs, f"the run has already trained {trained_epochs} epochs")
+    schedule = trained["recipe"]["schedule"]
+    if schedule == "cosine":
+        raise ConfigError(
+            "epochs",
+            epochs,
+            f"the run's cosine schedule anneals over its {trained['recipe']['epochs']} epochs; "
+            "other epochs would change the rate of the epochs it has trained",
+        )
+    if schedule == "step":
+        # The milestones the trained epochs used, not rescaled to the new length.
+        milestones = tuple(trained["milestones_used"])
+        return dataclasses.replace(requested, milestones=milestones, reference_epochs=epochs)
+    return requested
+
+
+# The fields that are recipe overrides: compared as the recipe they resolve to.
+_RECIPE_OVERRIDES = (
+    "recipe",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "milestones",
+    "reference_epochs",
+    "augment",
+)
+
+
+def _comparable(config, recipe):
+    """A configuration's fields and its resolved recipe's, as JSON holds them."""
+    fields = {k: v for k, v in config.items() if k in _DEFAULTS and k not in _RECIPE_OVERRIDES}
+    # Whether a run resumes, and how much it prints, are not settings of it.
+    del fields["resume"], fields["verbose"]
+    fields["alpha"], fields["beta"] = loss_parameters(TrainConfig(**fields))
+    options = fields.get("dataset_options", {})
+    # Decoding threads change how fast a stream is read, not what is read.
+    fields["dataset_options"] = {k: v for k, v in options.items() if k != "workers"}
+    fields.update(
+        (f"recipe.{k}", v) for k, v in recipe.items() if k not in ("milestones", "reference_epochs")
+    )
+    fields["epochs"] = fields.pop("recipe.epochs")
+    return json.loads(json.dumps(fields))
