@@ -7,12 +7,12 @@ PYTHON ?= python3
 BACKENDS ?= tensorflow torch jax
 PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: install demo lint test bench mutants
+.PHONY: install demo lint test docs docs-serve docs-check bench mutants
 
 install:
 	# torch first and pinned: its CPU wheel; an unpinned torch pulls CUDA.
 	$(PYTHON) -m pip install -q -c constraints.txt torch
-	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all,all-backends,keras-cv,keras-hub,test]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all,all-backends,keras-cv,keras-hub,test,docs]"
 
 demo: install
 	keras-crl
@@ -31,6 +31,19 @@ test: install
 	done
 	echo "=== cross-backend consistency (one process per backend)"
 	$(PYTEST) tests/cross_backend
+
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or an API
+# name that no longer exists fails the build. site/ is the output.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs serve
+
+# The built site in headless Chromium: screenshots, missing assets, console
+# errors (needs Debian's chromium; not in CI).
+docs-check: docs
+	$(PYTHON) docs/tools/check_site.py site docs-check
 
 bench: install
 	$(PYTHON) benchmarks/run.py

@@ -206,3 +206,12 @@ class EpochTimer(keras.callbacks.Callback):
     def images_per_second(self):
         median = self.median_seconds()
         return self.num_images / median if median else None
+
+
+__all__ = [
+    "BestWeights",
+    "EpochTimer",
+    "RestoreEpochState",
+    "StateCheckpoint",
+    "StopOnNaN",
+]

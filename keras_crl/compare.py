@@ -108,3 +108,10 @@ def format_table(rows):
             f"| {r['max_weight_diff']:.2e} | {r['max_loss_diff']:.2e} |"
         )
     return "\n".join(lines)
+
+
+__all__ = [
+    "compare_backends",
+    "format_table",
+    "max_difference",
+]

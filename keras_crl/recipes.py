@@ -263,3 +263,12 @@ class TorchSGD(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update({"momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2})
         return config
+
+
+__all__ = [
+    "RECIPES",
+    "EpochSchedule",
+    "Recipe",
+    "TorchSGD",
+    "get_recipe",
+]

@@ -283,3 +283,17 @@ def plot_curves(log, run_dir, runs=None):
             fig.tight_layout()
             fig.savefig(Path(run_dir) / f"{metric}.png", dpi=100)
         plt.close(fig)
+
+
+__all__ = [
+    "load_metric_state",
+    "load_state",
+    "load_weights",
+    "plot_curves",
+    "read_log",
+    "read_weights",
+    "save_state",
+    "state_position",
+    "truncate_log",
+    "write_json",
+]

@@ -840,6 +840,15 @@ MUTANTS = [
             "tests/test_metrics.py::test_one_off_in_a_compiled_model_with_sample_weights",
         ),
     ),
+    Mutant(
+        "the site's API reference hides public names without a docstring",
+        "mkdocs.yml",
+        "show_if_no_docstring: true",
+        "show_if_no_docstring: false",
+        ("tests/test_docs.py::test_every_public_name_is_in_the_reference",),
+        # A once_per_suite test: it runs under JAX only.
+        backend="jax",
+    ),
 ]
 
 

@@ -132,7 +132,7 @@ def test_the_cli_mode_is_what_keras_auto_resolves_to_here(run):
 
 
 def test_gaps_reproduction_runs_on_this_backend():
-    # benchmarks/gaps.py, the per-layer reproductions the README cites, in
+    # benchmarks/gaps.py, the per-layer reproductions the benchmark pages cite, in
     # this process (its worker) at tiny shapes: a row per layer and mode,
     # and the markdown table from them.
     import keras

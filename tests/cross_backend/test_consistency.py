@@ -14,7 +14,7 @@ from keras_crl import backends
 from keras_crl.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the README claims for 20 SGD steps: the loss to 5e-7 (two float32
+# What docs/guide/backends.md claims for 20 SGD steps: the loss to 5e-7 (two float32
 # ulps of a loss near 2; measured: 2.4e-7) and every weight to 3e-6 of its
 # tensor's scale (measured: 1.4e-6).
 LOSS_ATOL = 5e-7

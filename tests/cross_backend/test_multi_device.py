@@ -1,4 +1,4 @@
-"""`--devices N` (README, "Several devices"): two devices against one.
+"""`--devices N` (docs/guide/devices.md, "Several devices"): two devices against one.
 
 Two virtual CPU devices (JAX, TensorFlow) and two gloo processes (torch).
 For each backend one fixture runs two things at the same time: a worker

@@ -1,4 +1,4 @@
-"""Several processes (README, "Multi-host"): two processes against one.
+"""Several processes (docs/guide/devices.md, "Several machines"): two processes against one.
 
 Two processes on localhost, each one device, run the same `keras-crl train`
 command (`--coordinator localhost:PORT --num-processes 2`, differing only in
