@@ -267,13 +267,20 @@ def _callbacks(config, model, train_data, resume, timer, chief):
 def _fit(trainer, batches, epochs, resume, fit):
     """Trains from the checkpoint's position (or the start) to `epochs`."""
     initial_epoch = resume.epoch
-    if resume.step and initial_epoch < epochs:
-        # Resumed inside an epoch: its remaining steps alone, then the rest.
-        data = data_lib.EpochRemainder(batches, resume.step)
-        trainer.fit(data, epochs=initial_epoch + 1, initial_epoch=initial_epoch, **fit)
-        initial_epoch += 1
-    if initial_epoch < epochs and not getattr(trainer, "stop_training", False):
-        trainer.fit(batches, epochs=epochs, initial_epoch=initial_epoch, **fit)
+    try:
+        if resume.step and initial_epoch < epochs:
+            # Resumed inside an epoch: its remaining steps alone, then the rest.
+            data = data_lib.EpochRemainder(batches, resume.step)
+            trainer.fit(data, epochs=initial_epoch + 1, initial_epoch=initial_epoch, **fit)
+            initial_epoch += 1
+        if initial_epoch < epochs and not getattr(trainer, "stop_training", False):
+            trainer.fit(batches, epochs=epochs, initial_epoch=initial_epoch, **fit)
+    finally:
+        # A run that raises (StopOnNaN) ends without Keras' `on_train_end`,
+        # which is where CSVLogger closes log.csv.
+        for callback in fit["callbacks"]:
+            if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
+                callback.csv_file.close()
 
 
 def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):

@@ -239,12 +239,25 @@ def _add_study_arguments(study):
     add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
 
 
+# Shown by `keras-crl --help`; tests/test_doc_commands.py checks each one.
+EXAMPLES = """examples:
+  keras-crl train --list                       models and data sets
+  keras-crl train --dataset cifar100 --model resnet34 --backend jax
+  keras-crl train --run-dir runs/r34 --resume  continue a run, on any backend
+  keras-crl compare-backends --epochs 2        the same training on each backend
+  keras-crl study --quick                      CRL against the usual losses
+
+keras-crl COMMAND --help lists a command's flags."""
+
+
 def build_parser():
     """The `keras-crl` parser; `parser.commands` maps each command to its parser."""
     parser = argparse.ArgumentParser(
         prog="keras-crl",
         description="Competing Ratio Loss for Keras 3 on TensorFlow, PyTorch and JAX. "
         "With no command: CRL vs cross-entropy on the bundled digits data.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="the main job (also what no command runs)")
