@@ -849,6 +849,23 @@ MUTANTS = [
         # A once_per_suite test: it runs under JAX only.
         backend="jax",
     ),
+    Mutant(
+        "keras-crl --help shows an example that does not parse",
+        "keras_crl/cli/flags.py",
+        "  keras-crl compare-backends --epochs 2 ",
+        "  keras-crl compare-backends --epochs two ",
+        ("tests/test_doc_commands.py",),
+        # once_per_suite: it runs under JAX only.
+        backend="jax",
+    ),
+    Mutant(
+        "--no-deterministic ignored: the command line always asks for deterministic kernels",
+        "keras_crl/cli/flags.py",
+        "        deterministic=args.deterministic,\n",
+        "        deterministic=True,\n",
+        (f"{JIT}test_jit_on_runs_xla_on_tensorflow",),
+        backend="tensorflow",
+    ),
 ]
 
 

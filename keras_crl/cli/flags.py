@@ -247,7 +247,7 @@ EXAMPLES = """examples:
   keras-crl compare-backends --epochs 2        the same training on each backend
   keras-crl study --quick                      CRL against the usual losses
 
-keras-crl COMMAND --help lists a command's flags."""
+A command's flags: keras-crl COMMAND --help."""
 
 
 def build_parser():
