@@ -8,6 +8,8 @@ too (`OneOffAccuracy`). Top-5 accuracy for ImageNet is Keras' own
 import keras
 from keras import ops
 
+__all__ = ["OneOffAccuracy", "one_off_accuracy"]
+
 
 def one_off_accuracy(y_true, y_pred):
     """1 where the predicted class is within one class of the label, else 0.

@@ -203,7 +203,9 @@ def load_imagenet(*, data_dir=None, validation_split=0.1, seed=0, image_size=224
     val_dir = os.path.join(root, "val")
     if not os.path.isdir(val_dir):
         raise FileNotFoundError(f"ImageNet's validation folder {val_dir} is missing.")
-    if any(entry.is_dir() and not _is_hidden(entry.name) for entry in os.scandir(val_dir)):
+    with os.scandir(val_dir) as entries:  # any() stops early: close the listing
+        in_folders = any(entry.is_dir() and not _is_hidden(entry.name) for entry in entries)
+    if in_folders:
         # Already arranged in synset folders, as many preparation scripts do.
         _, test_files, test_labels = scan_image_folder(val_dir, class_names)
     else:
