@@ -2,13 +2,11 @@
 
 A configuration is checked here and nowhere else, so `train()`, `keras-crl
 train`, `compare-backends` and `study` refuse the same mistakes in the same
-words, before any data is read or any folder is made. Resuming a run compares
-the configuration asked for with the one its run folder was trained with
-(`resume_changes`).
+words, before any data is read or any folder is made. What a resumed run may
+change is `keras_crl.resume`'s.
 """
 
 import dataclasses
-import json
 import math
 
 from keras_crl import data as data_lib
@@ -25,23 +23,6 @@ SCHEDULES = ("step", "cosine", "constant")
 FIXED_ALPHA_BETA = {"ce": (0.0, 0.0), "nllr": (0.0, 1.0)}
 # The authors' release, CRL's defaults.
 CRL_ALPHA, CRL_BETA = 0.0, 0.25
-# What a resumed run may change: how it runs, not what it trains. Everything
-# else in `TrainConfig` (and the resolved recipe) must equal the checkpoint's.
-RESUMABLE_CHANGES = (
-    "epochs",
-    "run_dir",
-    "resume",
-    "jit",
-    "deterministic",
-    "data_format",
-    "data_dir",
-    "init_weights",
-    "checkpoint_steps",
-    "checkpoint_seconds",
-    "keep_checkpoints",
-    "verbose",
-)
-
 # A user's mistakes: names and values, corrupt or mismatched files (the
 # loaders name the file), missing data, a loss that became NaN, an optional
 # package not installed (the message names the extra). The command line and
@@ -62,7 +43,6 @@ __all__ = [
     "check_jit",
     "config_loss",
     "loss_parameters",
-    "resumed_config",
 ]
 
 
@@ -426,100 +406,3 @@ def _check_dataset_options(config):
         sizes = (size, size) if isinstance(size, int) else tuple(size)
         if len(sizes) != 2 or not all(_whole(1)[0](s) for s in sizes):
             raise ConfigError("image_size", size, "must be a positive integer or two of them")
-
-
-def resumed_config(trained, requested, trained_epochs):
-    """The configuration that continues a run folder's training, and what it changes.
-
-    Args:
-        trained: The run folder's `config.json` (`train.describe`): the
-            `config` it was trained with, its resolved `recipe` and the
-            `milestones_used`.
-        requested: The `TrainConfig` asked for.
-        trained_epochs: The epochs the checkpoint has finished.
-
-    Returns:
-        `(config, changes)`: the `TrainConfig` to train with, and
-        `{field: [trained value, requested value]}` for each field that
-        differs and may (`RESUMABLE_CHANGES`). More or fewer `epochs` keep
-        the step schedule's milestones where the run had them.
-
-    Raises:
-        ValueError: Fields that change what is trained (the loss and its
-            parameters, model, data, batch, recipe, learning rate, seed,
-            precision, devices) differ, each named with both values; or
-            `epochs` changes a cosine schedule (it anneals over the whole
-            run, epochs already trained included) or falls below the epochs
-            already trained.
-    """
-    old = _comparable(trained["config"], trained["recipe"])
-    new = _comparable(
-        dataclasses.asdict(requested), dataclasses.asdict(requested.resolved_recipe())
-    )
-    changes = {
-        k: [old.get(k), new.get(k)]
-        for k in sorted(old.keys() | new.keys())
-        if old.get(k) != new.get(k)
-    }
-    refused = [k for k in changes if k not in RESUMABLE_CHANGES]
-    if refused:
-        shown = "; ".join(
-            f"{k} {changes[k][0]!r} in the run, {changes[k][1]!r} asked" for k in refused
-        )
-        raise ValueError(
-            f"{requested.run_dir} was trained with other settings ({shown}). Resume it with "
-            "the run's settings, or train into a new run folder."
-        )
-    if "epochs" in changes:
-        requested = _more_epochs(trained, requested, trained_epochs)
-    return requested, changes
-
-
-def _more_epochs(trained, requested, trained_epochs):
-    epochs = requested.resolved_recipe().epochs
-    if epochs < trained_epochs:
-        raise ConfigError("epochs", epochs, f"the run has already trained {trained_epochs} epochs")
-    schedule = trained["recipe"]["schedule"]
-    if schedule == "cosine":
-        raise ConfigError(
-            "epochs",
-            epochs,
-            f"the run's cosine schedule anneals over its {trained['recipe']['epochs']} epochs; "
-            "other epochs would change the rate of the epochs it has trained",
-        )
-    if schedule == "step":
-        # The milestones the trained epochs used, not rescaled to the new length.
-        milestones = tuple(trained["milestones_used"])
-        return dataclasses.replace(requested, milestones=milestones, reference_epochs=epochs)
-    return requested
-
-
-# The fields that are recipe overrides: compared as the recipe they resolve to.
-_RECIPE_OVERRIDES = (
-    "recipe",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "milestones",
-    "reference_epochs",
-    "augment",
-)
-
-
-def _comparable(config, recipe):
-    """A configuration's fields and its resolved recipe's, as JSON holds them."""
-    fields = {k: v for k, v in config.items() if k in _DEFAULTS and k not in _RECIPE_OVERRIDES}
-    # Whether a run resumes, and how much it prints, are not settings of it.
-    del fields["resume"], fields["verbose"]
-    fields["alpha"], fields["beta"] = loss_parameters(TrainConfig(**fields))
-    options = fields.get("dataset_options", {})
-    # Decoding threads change how fast a stream is read, not what is read.
-    fields["dataset_options"] = {k: v for k, v in options.items() if k != "workers"}
-    fields.update(
-        (f"recipe.{k}", v) for k, v in recipe.items() if k not in ("milestones", "reference_epochs")
-    )
-    fields["epochs"] = fields.pop("recipe.epochs")
-    return json.loads(json.dumps(fields))

@@ -37,11 +37,11 @@ from keras_crl.config import TrainConfig
 from keras_crl.config import check_config
 from keras_crl.config import config_loss
 from keras_crl.config import loss_parameters
-from keras_crl.config import resumed_config
 from keras_crl.loss_factory import check_loss
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialize
 from keras_crl.reproducible import op_determinism
+from keras_crl.resume import resumed_config
 
 __all__ = ["TrainConfig", "check_config", "train"]
 
@@ -77,7 +77,7 @@ def train(config, callbacks=()):
     Raises:
         keras_crl.config.ConfigError: A field of `config` is out of range.
         ValueError: `config.resume` and the run folder was trained with
-            other settings (`keras_crl.config.resumed_config`).
+            other settings (`keras_crl.resume.resumed_config`).
 
     The dtype policy and the distribution are restored when it returns. The
     process-wide switches of `reproducible.make_deterministic` stay as the

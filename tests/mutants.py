@@ -31,6 +31,7 @@ DATA = "tests/test_data.py::"
 JIT = "tests/test_jit.py::"
 LOADERS = "tests/test_benchmark_loaders.py::"
 ZOO = "tests/test_models.py::"
+PROMISES = "tests/test_cli_promises.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -865,6 +866,73 @@ MUTANTS = [
         "        deterministic=True,\n",
         (f"{JIT}test_jit_on_runs_xla_on_tensorflow",),
         backend="tensorflow",
+    ),
+    # The command line keeps its word (tests/test_cli_promises.py runs once
+    # per suite, under JAX).
+    Mutant(
+        "--epochs 0 accepted: the untrained weights' accuracy reported",
+        "keras_crl/config.py",
+        '    "epochs": _whole(1),',
+        '    "epochs": _whole(0),',
+        (f"{PROMISES}test_out_of_range_or_inapplicable_flags_refuse_before_any_work",),
+        backend="jax",
+    ),
+    Mutant(
+        "--beta with ce silently ignored",
+        "keras_crl/config.py",
+        '            if value != {"alpha": alpha, "beta": beta}[field]:',
+        "            if False:",
+        (f"{PROMISES}test_out_of_range_or_inapplicable_flags_refuse_before_any_work",),
+        backend="jax",
+    ),
+    Mutant(
+        "a resume may change the loss",
+        "keras_crl/resume.py",
+        '    "epochs",\n    "run_dir",',
+        '    "epochs",\n    "loss",\n    "run_dir",',
+        (f"{PROMISES}test_resume_refuses_other_training_settings",),
+        backend="jax",
+    ),
+    Mutant(
+        "more epochs on resume rescale the milestones the trained epochs used",
+        "keras_crl/resume.py",
+        "        return dataclasses.replace(requested, milestones=milestones, "
+        "reference_epochs=epochs)",
+        "        return requested",
+        (f"{PROMISES}test_resume_with_more_epochs_keeps_the_settings_and_records_the_change",),
+        backend="jax",
+    ),
+    Mutant(
+        "a longer cosine schedule resumed, changing the rates already used",
+        "keras_crl/resume.py",
+        '    if schedule == "cosine":',
+        '    if schedule == "cosine" and False:',
+        (f"{PROMISES}test_resume_refuses_fewer_epochs_and_a_longer_cosine",),
+        backend="jax",
+    ),
+    Mutant(
+        "a fresh run leaves a former run's files in its folder",
+        "keras_crl/train.py",
+        "        run_folder.clear(run_dir)\n",
+        "        pass\n",
+        (f"{PROMISES}test_a_fresh_run_clears_a_former_runs_files",),
+        backend="jax",
+    ),
+    Mutant(
+        "a finished run resumed on another backend trains again and relabels its metrics",
+        "keras_crl/train.py",
+        "    if resume.resuming and run_folder.finished(config.run_dir, recipe.epochs):",
+        "    if False:",
+        (f"{PROMISES}test_a_finished_run_resumed_on_another_backend_trains_nothing",),
+        backend="jax",
+    ),
+    Mutant(
+        "a worker's mistake comes back as a nested traceback",
+        "keras_crl/backends.py",
+        "    if returncode != USER_ERROR_EXIT:\n        return None",
+        "    if True:\n        return None",
+        (f"{PROMISES}test_compare_backends_reports_a_workers_mistake_as_one_line",),
+        backend="jax",
     ),
 ]
 

@@ -416,8 +416,8 @@ def resume_from_run_folder(config, given):
         comes from the command line. `config` when the folder has no
         checkpoint. `train()` then refuses what changes the training.
     """
-    from keras_crl.config import RESUMABLE_CHANGES
     from keras_crl.config import TrainConfig
+    from keras_crl.resume import RESUMABLE_CHANGES
 
     folder = Path(config.run_dir)
     if not (folder / "state.npz").exists() or not (folder / "config.json").exists():
