@@ -6,6 +6,7 @@ backends runs one process per backend: `start` and `run` launch
 import Keras.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -153,3 +154,25 @@ def worker_error(returncode, output):
         return None
     lines = [line for line in (output or "").splitlines() if line.startswith("error: ")]
     return lines[-1].removeprefix("error: ") if lines else None
+
+
+@functools.cache
+def takes_channels_first():
+    """Whether this process's backend can convolve channels-first images.
+
+    TensorFlow's own CPU kernels take channels-last only; channels-first
+    needs a GPU or oneDNN (on by default only on CPUs with AVX-512 and
+    newer, else `TF_ENABLE_ONEDNN_OPTS=1` before TensorFlow starts). Asked
+    of a tiny convolution once. PyTorch and JAX take both.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    try:
+        tf.nn.conv2d(tf.zeros((1, 1, 2, 2)), tf.zeros((1, 1, 1, 1)), 1, "VALID", "NCHW")
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+    return True

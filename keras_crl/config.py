@@ -8,6 +8,7 @@ change is `keras_crl.resume`'s.
 
 import dataclasses
 import math
+import os
 
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
@@ -204,7 +205,8 @@ def _number(low, high=math.inf, low_open=False, high_open=True):
 
 
 # Each numeric field: its check and the reason given when it fails. A field
-# whose default is None may also be None (the recipe's value, or off).
+# whose default is None may also be None (the recipe's value, or off), and so
+# may those in _MAY_BE_OFF.
 _NUMBERS = {
     "epochs": _whole(1),
     "batch_size": _whole(1),
@@ -222,6 +224,8 @@ _NUMBERS = {
     "label_smoothing": _number(0, 1),
     "checkpoint_seconds": _number(0, low_open=True),
 }
+# None means "off" here, although the default is a number.
+_MAY_BE_OFF = ("checkpoint_seconds",)
 _CHOICES = {
     "precision": PRECISIONS,
     "data_format": DATA_FORMATS,
@@ -276,8 +280,10 @@ def check_config(config, backends=None):
     _check_names(config)
     _check_loss_parameters(config)
     _check_dataset_options(config)
+    _check_model_options(config)
     for backend in backends or [None]:
         check_jit(config.jit, config.deterministic, backend)
+    _check_data_format(config, backends)
     # Built, not called: a call makes tensors, and TensorFlow can no longer
     # split its CPU for `devices` once it has (`train` calls it).
     config_loss(config)
@@ -326,10 +332,27 @@ def check_jit(jit, deterministic, backend=None):
         )
 
 
+def _check_data_format(config, backends):
+    """Refuses channels-first where this process's TensorFlow cannot run it."""
+    if config.data_format != "channels_first" or backends not in (None, [], ["tensorflow"]):
+        return
+    import keras
+
+    from keras_crl.backends import takes_channels_first
+
+    if keras.backend.backend() == "tensorflow" and not takes_channels_first():
+        raise ConfigError(
+            "data_format",
+            "channels_first",
+            "TensorFlow's CPU kernels here take channels-last images only (channels-first "
+            "needs a GPU, or oneDNN: TF_ENABLE_ONEDNN_OPTS=1)",
+        )
+
+
 def _check_numbers(config):
     for field, (check, reason) in _NUMBERS.items():
         value = getattr(config, field)
-        if value is None and _DEFAULTS[field] is None:
+        if value is None and (_DEFAULTS[field] is None or field in _MAY_BE_OFF):
             continue
         if not check(value):
             raise ConfigError(field, value, reason)
@@ -388,6 +411,23 @@ def _check_loss_parameters(config):
             config.label_smoothing,
             "a user loss takes label smoothing as its own option, if it has one "
             "(package.module:Class:label_smoothing=0.1)",
+        )
+
+
+def _check_model_options(config):
+    if "weights" not in config.model_options:
+        return
+    weights = config.model_options["weights"]
+    if not str(config.model).startswith(models_lib.APP_PREFIX):
+        raise ConfigError(
+            "weights",
+            weights,
+            f"applies to the {models_lib.APP_PREFIX}* models (keras.applications backbones), "
+            f"not to {config.model}; a whole model's weights file goes to --init-weights",
+        )
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise ConfigError(
+            "weights", weights, "no such file (give 'imagenet' or a .weights.h5 file)"
         )
 
 

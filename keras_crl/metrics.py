@@ -8,7 +8,7 @@ too (`OneOffAccuracy`). Top-5 accuracy for ImageNet is Keras' own
 import keras
 from keras import ops
 
-__all__ = ["OneOffAccuracy", "one_off_accuracy"]
+__all__ = ["OneOffAccuracy", "benchmark_metrics", "one_off_accuracy"]
 
 
 def one_off_accuracy(y_true, y_pred):
@@ -77,3 +77,32 @@ class OneOffAccuracy(keras.metrics.MeanMetricWrapper):
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
+
+
+def benchmark_metrics(dataset):
+    """The metrics a data set is reported with, beside top-1 accuracy.
+
+    ImageNet: top-5 accuracy; Adience: one-off accuracy (its age groups are
+    ordered). Fresh metric objects, for `compile`; `train` writes them to
+    `log.csv` and `metrics.json` under their names.
+
+    Args:
+        dataset: A name from `keras_crl.data.list_datasets()`
+            (`"imagenet"`, `"adience"`; a `_stream` variant counts as its set).
+
+    Returns:
+        A list of `keras.metrics.Metric`, empty for the other data sets.
+
+    Example:
+
+    >>> [m.name for m in benchmark_metrics("adience")]
+    ['one_off_accuracy']
+    >>> benchmark_metrics("cifar100")
+    []
+    """
+    name = str(dataset).removesuffix("_stream")
+    if name == "imagenet":
+        return [keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")]
+    if name == "adience":
+        return [OneOffAccuracy()]
+    return []

@@ -38,6 +38,7 @@ from keras_crl.config import check_config
 from keras_crl.config import config_loss
 from keras_crl.config import loss_parameters
 from keras_crl.loss_factory import check_loss
+from keras_crl.metrics import benchmark_metrics
 from keras_crl.reproducible import make_deterministic
 from keras_crl.reproducible import numpy_initialize
 from keras_crl.reproducible import op_determinism
@@ -214,7 +215,10 @@ def _compiled(config, recipe, model, steps_per_epoch):
     trainer.compile(
         optimizer=recipe.optimizer(steps_per_epoch),
         loss=loss,
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            *benchmark_metrics(config.dataset),
+        ],
         jit_compile=config.jit,
     )
     return trainer
@@ -290,9 +294,7 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
     best_path = run_dir / "best.weights.h5"
     if best_path.exists():
         model.load_weights(best_path)
-    test_loss, test_accuracy = trainer.evaluate(
-        parallel.shard(test_data, training=False), verbose=0
-    )
+    test = trainer.evaluate(parallel.shard(test_data, training=False), verbose=0, return_dict=True)
     log = run_folder.read_log(run_dir / "log.csv")
     best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
     alpha, beta = loss_parameters(config)
@@ -308,11 +310,13 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
         "loss_options": config.loss_options,
         "seed": config.seed,
         "epochs": recipe.epochs,
-        "test_accuracy": float(test_accuracy),
+        "test_accuracy": float(test["accuracy"]),
         "test_images": len(test_data) * recipe.batch_size
         if parallel.splits_batches(config.devices)
         else len(ds.y_test),
-        "test_loss": float(test_loss),
+        "test_loss": float(test["loss"]),
+        # The benchmark's own measures (keras_crl.metrics.benchmark_metrics).
+        **{f"test_{k}": float(v) for k, v in test.items() if k not in ("loss", "accuracy")},
         "best_epoch": best_epoch,
         "best_val_accuracy": float(log["val_accuracy"][best_epoch])
         if best_epoch is not None

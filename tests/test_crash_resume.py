@@ -78,7 +78,7 @@ def kill_when_paused(proc, progress):
         assert time.time() < deadline, "the run never reached the kill point"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)  # reaps it and closes its output pipe
     assert proc.returncode == -signal.SIGKILL
 
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_crl.backends import takes_channels_first
 from keras_crl.models import application_model
 from keras_crl.models import get_model
 from keras_crl.models import keras_cv_backbone_model
@@ -135,6 +136,14 @@ def test_small_cnn_on_digits_sized_images():
     assert last < first
 
 
+# TensorFlow's own CPU kernels take channels-last only: channels-first runs
+# where a GPU or oneDNN is (backends.takes_channels_first), else is refused.
+channels_first_runs = pytest.mark.skipif(
+    not takes_channels_first(), reason="this TensorFlow's CPU kernels take channels-last only"
+)
+
+
+@channels_first_runs
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
 def test_channels_first(name):
     model = get_model(name, num_classes=10, input_shape=(3, 16, 16), data_format="channels_first")
@@ -149,6 +158,17 @@ def test_channels_first(name):
     assert count_trainable(model) == PARAM_COUNTS[name]
 
 
+@pytest.mark.skipif(takes_channels_first(), reason="this backend runs channels-first")
+def test_channels_first_is_refused_where_it_cannot_run(tmp_path, capsys):
+    from keras_crl import cli
+
+    assert cli.main(["train", "--channels-first", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--channels-first: TensorFlow's CPU kernels here take channels-last" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+@channels_first_runs
 def test_small_cnn_channels_first_trains():
     model = get_model(
         "small_cnn", num_classes=10, input_shape=(1, 8, 8), data_format="channels_first"
@@ -225,7 +245,9 @@ def test_keras_hub_zoo_names_resnets_with_a_logits_head(name, count):
     numpy_initialize(model, seed=0)
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize(
+    "data_format", ["channels_last", pytest.param("channels_first", marks=channels_first_runs)]
+)
 def test_keras_hub_backbone_trains_with_crl(data_format):
     from keras_crl import CompetingRatioLoss
 

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -89,7 +90,7 @@ def probe_args(progress, steps, cli_args, pause=()):
 def read_progress(path):
     """`(steps, ended)`: the (epoch, step) pairs trained and the epochs ended."""
     steps, ended = [], []
-    for line in open(path).read().split("\n"):
+    for line in Path(path).read_text().split("\n"):
         kind, *numbers = line.split() or [""]
         if kind == "step":
             steps.append(tuple(int(n) for n in numbers))

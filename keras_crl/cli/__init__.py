@@ -69,6 +69,8 @@ def _in_flags(parser, args, error):
     value = error.value[0] if error.field == "image_size" and error.value else error.value
     if error.field == "jit":
         value = {True: "on", False: "off"}.get(value, value)
+    if error.field == "data_format":  # --channels-first takes no value
+        value = None
     if not flag.startswith("--"):
         return error
     if isinstance(value, bool) or value is None:

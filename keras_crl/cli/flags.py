@@ -26,6 +26,8 @@ COMPARE = {"epochs": 10, "batch_size": 64, "learning_rate": 0.02}
 FLAG_FIELDS = {
     "image_size": ("dataset_options",),
     "data_workers": ("dataset_options",),
+    "fold": ("dataset_options",),
+    "weights": ("model_options",),
     "data_dir": ("data_dir", "dataset_options"),
     "loss": ("loss", "loss_options", "label_smoothing"),
     "channels_first": ("data_format",),
@@ -82,7 +84,8 @@ def _add_data_and_recipe_arguments(parser, defaults):
         "--dataset",
         default="digits",
         help="digits (bundled, default), synthetic, cifar10, cifar100, svhn, folder, "
-        "folder_stream (decoded batch by batch: folders larger than memory)",
+        "folder_stream (decoded batch by batch: folders larger than memory), cub200, "
+        "stanford_cars, adience, imagenet (from their publishers' files in --data-dir)",
     )
     add("--data-dir", help="where data sets are found or downloaded; for 'folder' the image folder")
     add("--image-size", type=int, help="folder data sets: resize to this square size")
@@ -90,6 +93,12 @@ def _add_data_and_recipe_arguments(parser, defaults):
         "--data-workers",
         type=int,
         help="folder_stream: decoding threads (default: the CPU count; 0: in the training loop)",
+    )
+    add("--fold", type=int, help="adience: the test fold, 0 to 4 (default 0)")
+    add(
+        "--weights",
+        help="keras_app_* models: start the backbone from 'imagenet' (downloaded by Keras, "
+        "or found in ~/.keras/models) or from a .weights.h5 file of the backbone",
     )
     add("--recipe", default="paper", help="paper (default) or cosine")
     add(
@@ -356,6 +365,8 @@ def _dataset_options(args):
         options["path"] = args.data_dir
     if args.data_workers is not None:
         options["workers"] = args.data_workers
+    if args.fold is not None:
+        options["fold"] = args.fold
     return options
 
 
@@ -393,6 +404,7 @@ def config_from_args(args, run_dir):
         validation_split=args.validation_split,
         data_dir=None if "path" in options else args.data_dir,
         dataset_options=options,
+        model_options={} if args.weights is None else {"weights": args.weights},
         limit=args.limit,
         run_dir=run_dir,
         jit={"auto": "auto", "on": True, "off": False}[args.jit],

@@ -90,7 +90,19 @@ def loader_options(name):
 
     module_name, function_name = _REGISTRY[str(name).strip().lower()]
     loader = getattr(importlib.import_module(module_name), function_name)
-    return set(inspect.signature(loader).parameters) - {"data_dir", "validation_split", "seed"}
+    parameters = inspect.signature(loader).parameters
+    options = {k for k, p in parameters.items() if p.kind != p.VAR_KEYWORD}
+    base = str(name).strip().lower().removesuffix("_stream")
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        if base != name and base in _REGISTRY:  # `load_X_stream(**kwargs)` wraps `load_X`
+            return loader_options(base) - {"stream"}
+        # The benchmark loaders pass the rest on to data.listed.load_listed.
+        from keras_crl.data.listed import load_listed
+
+        forwarded = set(inspect.signature(load_listed).parameters)
+        options |= forwarded - {"name", "files", "labels", "test_files", "test_labels"}
+        options -= {"class_names", "boxes"}
+    return options - {"data_dir", "validation_split", "seed"}
 
 
 def load_dataset(name, *, data_dir=None, validation_split=0.1, seed=0, **kwargs):

@@ -99,12 +99,21 @@ def application_model(
             f"Valid names: {', '.join(list_applications())}"
         )
     constructor = getattr(keras.applications, APPLICATIONS[name])
-    backbone = constructor(
-        include_top=False,
-        weights=weights,
-        input_shape=tuple(input_shape),
-        pooling="avg",
-    )
+    try:
+        backbone = constructor(
+            include_top=False,
+            weights=weights,
+            input_shape=tuple(input_shape),
+            pooling="avg",
+        )
+    except Exception as error:  # keras.utils.get_file raises a bare Exception offline
+        if weights != "imagenet":
+            raise
+        raise ValueError(
+            f"Could not get the ImageNet weights of {name} ({error}). Offline, put Keras' "
+            "file for it in ~/.keras/models (Keras' cache, $KERAS_HOME/models), or pass a "
+            ".weights.h5 file of the backbone as weights (--weights PATH)."
+        ) from error
     backbone.trainable = not freeze_backbone
     kwargs.setdefault("name", f"keras_app_{name}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
