@@ -210,8 +210,38 @@ class EpochTimer(keras.callbacks.Callback):
 
 __all__ = [
     "BestWeights",
+    "PaddedValLoss",
     "EpochTimer",
     "RestoreEpochState",
     "StateCheckpoint",
     "StopOnNaN",
 ]
+
+
+class PaddedValLoss(keras.callbacks.Callback):
+    """`val_loss` as the mean over the validation images, not their padded batches.
+
+    Keras' loss mean weighs every batch by its size, padding included, so
+    with `data.PaddedBatches` (several devices) it is `loss_scale` times too
+    small. Listed before the callbacks that read `val_loss` (`CSVLogger`,
+    `History`), it corrects the value they see. With `scale=1.0` it does
+    nothing.
+
+    Args:
+        scale: `PaddedBatches.loss_scale` of the validation batches.
+
+    Example:
+
+    >>> logs = {"val_loss": 0.5}
+    >>> PaddedValLoss(1.2).on_epoch_end(0, logs)
+    >>> logs["val_loss"]
+    0.6
+    """
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = float(scale)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_loss" in logs and self.scale != 1.0:
+            logs["val_loss"] = float(logs["val_loss"]) * self.scale

@@ -29,6 +29,7 @@ from keras_crl import parallel
 from keras_crl import run_folder
 from keras_crl.callbacks import BestWeights
 from keras_crl.callbacks import EpochTimer
+from keras_crl.callbacks import PaddedValLoss
 from keras_crl.callbacks import RestoreEpochState
 from keras_crl.callbacks import StateCheckpoint
 from keras_crl.callbacks import StopOnNaN
@@ -141,7 +142,11 @@ def _train(config, recipe, resume, callbacks):
         # The pipeline shuffles, seeded by epoch; Keras' own batch
         # shuffle would draw from Python's global random state.
         shuffle=False,
-        callbacks=_callbacks(config, model, train_data, resume, timer, chief) + callbacks,
+        callbacks=[
+            PaddedValLoss(_loss_scale(trainer, val_data)),
+            *_callbacks(config, model, train_data, resume, timer, chief),
+            *callbacks,
+        ],
         verbose=config.verbose if chief else 0,
     )
     _fit(trainer, parallel.shard(train_data), recipe.epochs, resume, fit)
@@ -182,9 +187,30 @@ def _data(config, recipe, initial_epoch):
         shard_count=shard_count,
         **common,
     )
-    val_data = ds.pipeline("val", recipe.batch_size, **common)
-    test_data = ds.pipeline("test", recipe.batch_size, **common)
+    val_data, test_data = (
+        _evaluated(ds, split, recipe.batch_size, config) for split in ("val", "test")
+    )
     return ds, train_data, val_data, test_data
+
+
+def _evaluated(ds, split, batch_size, config):
+    """A validation or test split's batches: every image counted once.
+
+    Split across devices or processes, the last partial batch is padded
+    (data.PaddedBatches) rather than dropped, as training does.
+    """
+    batches = ds.pipeline(split, batch_size, data_format=config.data_format)
+    if not parallel.splits_batches(config.devices):
+        return batches
+    images = len(ds.y_val if split == "val" else ds.y_test)
+    return data_lib.PaddedBatches(batches, batch_size, images=images)
+
+
+def _loss_scale(trainer, batches):
+    """What turns Keras' loss mean over padded batches into the images' mean."""
+    padded = isinstance(batches, data_lib.PaddedBatches)
+    summed = getattr(trainer.loss, "reduction", None) == "sum_over_batch_size"
+    return batches.loss_scale if padded and summed else 1.0
 
 
 def _model(config, ds):
@@ -215,7 +241,9 @@ def _compiled(config, recipe, model, steps_per_epoch):
     trainer.compile(
         optimizer=recipe.optimizer(steps_per_epoch),
         loss=loss,
-        metrics=[
+        # Weighted: padded evaluation batches weigh their padding 0
+        # (data.PaddedBatches); training batches carry no weights.
+        weighted_metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             *benchmark_metrics(config.dataset),
         ],
@@ -311,10 +339,8 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
         "seed": config.seed,
         "epochs": recipe.epochs,
         "test_accuracy": float(test["accuracy"]),
-        "test_images": len(test_data) * recipe.batch_size
-        if parallel.splits_batches(config.devices)
-        else len(ds.y_test),
-        "test_loss": float(test["loss"]),
+        "test_images": len(ds.y_test),
+        "test_loss": float(test["loss"]) * _loss_scale(trainer, test_data),
         # The benchmark's own measures (keras_crl.metrics.benchmark_metrics).
         **{f"test_{k}": float(v) for k, v in test.items() if k not in ("loss", "accuracy")},
         "best_epoch": best_epoch,

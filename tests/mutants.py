@@ -32,6 +32,7 @@ JIT = "tests/test_jit.py::"
 LOADERS = "tests/test_benchmark_loaders.py::"
 ZOO = "tests/test_models.py::"
 PROMISES = "tests/test_cli_promises.py::"
+BENCH = "tests/test_benchmark_training.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,7 +357,47 @@ MUTANTS = [
         "keras_crl/train.py",
         "drop_remainder=parallel.splits_batches(config.devices),",
         "drop_remainder=False,",
-        ("tests/cross_backend/test_multi_device.py::test_two_devices_drop_the_last_partial_batch",),
+        (
+            "tests/cross_backend/test_multi_device.py::"
+            "test_two_devices_drop_in_training_and_pad_in_evaluation",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "evaluation on several devices drops the last partial batch",
+        "keras_crl/train.py",
+        "    if not parallel.splits_batches(config.devices):\n        return batches\n",
+        "    if not parallel.splits_batches(config.devices):\n        return batches\n"
+        "    return ds.pipeline(split, batch_size, data_format=config.data_format, "
+        "drop_remainder=True)\n",
+        (
+            "tests/cross_backend/test_multi_device.py::"
+            "test_two_devices_drop_in_training_and_pad_in_evaluation",
+            "tests/cross_backend/test_multi_device.py::test_train_command_with_two_devices_equals_one",
+            "tests/cross_backend/test_multi_host.py::test_two_processes_train_as_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "padding counted in the accuracy: plain metrics ignore the sample weights",
+        "keras_crl/train.py",
+        "        weighted_metrics=[",
+        "        metrics=[",
+        (
+            "tests/cross_backend/test_multi_device.py::"
+            "test_two_devices_drop_in_training_and_pad_in_evaluation",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "test loss averaged over padded batches",
+        "keras_crl/train.py",
+        '        "test_loss": float(test["loss"]) * _loss_scale(trainer, test_data),',
+        '        "test_loss": float(test["loss"]),',
+        (
+            "tests/cross_backend/test_multi_device.py::"
+            "test_two_devices_drop_in_training_and_pad_in_evaluation",
+        ),
         backend=None,
     ),
     Mutant(
@@ -456,8 +497,8 @@ MUTANTS = [
     Mutant(
         "BatchPipeline ignores num_classes",
         "keras_crl/data/pipeline.py",
-        '            check_labels(y, num_classes, where="BatchPipeline y")\n',
-        "            pass\n",
+        '        check_labels(y, num_classes, where="BatchPipeline y")\n',
+        "        pass\n",
         (f"{ON_HOST}test_pipeline_checks_labels_on_the_host",),
     ),
     Mutant(
@@ -786,7 +827,7 @@ MUTANTS = [
     ),
     Mutant(
         "a missing optional package taken for a crash, not a user error",
-        "keras_crl/cli.py",
+        "keras_crl/config.py",
         "    MissingOptionalDependency,\n)",
         ")",
         (
@@ -932,6 +973,47 @@ MUTANTS = [
         "    if returncode != USER_ERROR_EXIT:\n        return None",
         "    if True:\n        return None",
         (f"{PROMISES}test_compare_backends_reports_a_workers_mistake_as_one_line",),
+        backend="jax",
+    ),
+    Mutant(
+        "Adience trains without its one-off accuracy",
+        "keras_crl/metrics.py",
+        '    if name == "adience":',
+        '    if name == "adience" and False:',
+        (f"{BENCH}test_adience_fold_trains_and_reports_one_off_accuracy",),
+        backend="jax",
+    ),
+    Mutant(
+        "--fold ignored: Adience always tests on fold 0",
+        "keras_crl/cli/flags.py",
+        '        options["fold"] = args.fold',
+        "        pass",
+        (f"{BENCH}test_adience_fold_trains_and_reports_one_off_accuracy",),
+        backend="jax",
+    ),
+    Mutant(
+        "--weights ignored: the backbone starts seeded",
+        "keras_crl/cli/flags.py",
+        '        model_options={} if args.weights is None else {"weights": args.weights},',
+        "        model_options={},",
+        (f"{BENCH}test_fine_tuning_starts_from_a_saved_backbone",),
+        backend="jax",
+    ),
+    Mutant(
+        "--weights on a model that has no backbone passes the check",
+        "keras_crl/config.py",
+        "    if not str(config.model).startswith(models_lib.APP_PREFIX):",
+        "    if False:",
+        (f"{BENCH}test_benchmark_flags_refuse_what_does_not_apply",),
+        backend="jax",
+    ),
+    Mutant(
+        "--backend set after Keras loads its default backend",
+        "keras_crl/cli/__init__.py",
+        '    if "keras" not in sys.modules:\n        os.environ["KERAS_BACKEND"] = backend\n',
+        '    if "keras" not in sys.modules:\n        import keras  # noqa: F401\n'
+        '        os.environ["KERAS_BACKEND"] = backend\n',
+        ("tests/test_cli.py::test_backend_flag_loads_no_other_backend",),
         backend="jax",
     ),
 ]

@@ -230,3 +230,29 @@ def test_tensorflow_processes_checkpoint_at_epoch_ends_only(monkeypatch):
     for steps, seconds, start_step in ((500, None, 0), (None, 600.0, 0), (None, None, 3)):
         with pytest.raises(ValueError, match="--checkpoint-every epoch"):
             parallel.checks_epoch_ends_only(steps, seconds, start_step)
+
+
+LOADED = "print('loaded:', sorted(m for m in ('tensorflow', 'torch', 'jax') if m in sys.modules))\n"
+
+
+@pytest.mark.once_per_suite
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_flag_loads_no_other_backend(tmp_path, backend):
+    # What `import keras` alone loads under that backend (Keras 3.15 imports
+    # jax for its Orbax callback whenever jax is installed), against a whole
+    # keras-crl run (data, model, loss, fit, evaluate, plots): nothing more.
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    keras_alone = f"import os, sys\nos.environ['KERAS_BACKEND'] = '{backend}'\nimport keras\n"
+    run = (
+        "import sys\nfrom keras_crl import cli\n"
+        f"status = cli.main(['train', '--backend', '{backend}', '--epochs', '1', '--limit', "
+        f"'64', '--verbose', '0', '--run-dir', r'{tmp_path / 'run'}'])\n"
+    )
+    loaded = []
+    for code in (keras_alone + LOADED, run + LOADED + "sys.exit(status)\n"):
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        loaded.append(result.stdout.rsplit("loaded: ", 1)[1].strip())
+    assert loaded[1] == loaded[0] and "tensorflow" not in loaded[1], loaded

@@ -32,6 +32,7 @@ from keras_crl.data.folder_stream import StreamingFolder
 from keras_crl.data.pipeline import BatchPipeline
 from keras_crl.data.pipeline import EpochRemainder
 from keras_crl.data.pipeline import EpochSync
+from keras_crl.data.pipeline import PaddedBatches
 from keras_crl.data.stream import FolderStream
 
 # Loader modules are imported only when their data set is asked for, so that
@@ -160,6 +161,7 @@ __all__ = [
     "Dataset",
     "DatasetNotAvailable",
     "EpochRemainder",
+    "PaddedBatches",
     "EpochSync",
     "FolderStream",
     "StreamingFolder",

@@ -310,6 +310,71 @@ class EpochRemainder(keras.utils.PyDataset):
         self.source.on_epoch_end()
 
 
+class PaddedBatches(keras.utils.PyDataset):
+    """Evaluation batches that count every image on any number of devices.
+
+    Split across devices or processes, every batch must have the full size.
+    Instead of dropping the last, smaller batch (as training does), this
+    pads it to `batch_size` with copies of its first image, and gives each
+    batch a third element, the sample weights: 1 for an image, 0 for
+    padding. Metrics compiled as `weighted_metrics` then count each test
+    image exactly once; `loss_scale` turns Keras' loss mean, which averages
+    over padded batches, into the mean over the images.
+
+    Args:
+        source: The batches, e.g. a `BatchPipeline` or `FolderStream` without
+            `drop_remainder`; `len()` and `source[i]` giving `(x, y)`.
+        batch_size: The global batch size.
+        images: How many images `source` holds.
+
+    Example:
+
+    >>> import numpy as np
+    >>> source = BatchPipeline(np.zeros((10, 2, 2, 1)), np.arange(10), 4,
+    ...                        mean=[0.0], std=[1.0])
+    >>> padded = PaddedBatches(source, 4, images=10)
+    >>> x, y, weights = padded[2]
+    >>> x.shape, y.tolist(), weights.tolist()
+    ((4, 2, 2, 1), [8, 9, 8, 8], [1.0, 1.0, 0.0, 0.0])
+    >>> padded.loss_scale
+    1.2
+    """
+
+    def __init__(self, source, batch_size, images):
+        super().__init__()
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.images = int(images)
+        if math.ceil(self.images / self.batch_size) != len(source):
+            raise ValueError(
+                f"{len(source)} batches of {self.batch_size} cannot hold {self.images} "
+                "images: give the source without drop_remainder."
+            )
+
+    @property
+    def loss_scale(self):
+        """Padded over real images: Keras' loss mean times this is the images' mean
+        (for a loss reduced by `sum_over_batch_size`, as every built-in one)."""
+        return len(self) * self.batch_size / self.images
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        x, y = self.source[index]
+        real = len(y)
+        weights = np.zeros(self.batch_size, np.float32)
+        weights[:real] = 1.0
+        if real < self.batch_size:
+            fill = self.batch_size - real
+            x = np.concatenate([x, np.repeat(x[:1], fill, axis=0)])
+            y = np.concatenate([y, np.repeat(y[:1], fill, axis=0)])
+        return x, y, weights
+
+    def on_epoch_end(self):
+        self.source.on_epoch_end()
+
+
 def _checked_examples(x, y, num_classes):
     """`x` as NHWC and `y` as one integer label per image, or a ValueError."""
     x = np.asarray(x)

@@ -22,7 +22,8 @@ class ShardBatches(keras.utils.PyDataset):
     """This process's equal share of every global batch of `pipeline`.
 
     Args:
-        pipeline: A `BatchPipeline` with `drop_remainder=True`.
+        pipeline: A `BatchPipeline` with `drop_remainder=True`, or a
+            `data.PaddedBatches` (its sample weights are split too).
         rank: This process's index.
         world: Number of processes; must divide the batch size.
     """
@@ -41,9 +42,9 @@ class ShardBatches(keras.utils.PyDataset):
         return len(self.pipeline)
 
     def __getitem__(self, index):
-        x, y = self.pipeline[index]
         part = slice(self.rank * self.share, (self.rank + 1) * self.share)
-        return x[part], y[part]
+        # (x, y), or (x, y, sample weights) from data.PaddedBatches.
+        return tuple(array[part] for array in self.pipeline[index])
 
     def on_epoch_end(self):
         self.pipeline.on_epoch_end()

@@ -104,20 +104,20 @@ def assert_same_step(r):
     return i
 
 
-def assert_last_partial_batch_dropped(r):
+def assert_training_drops_and_evaluation_counts_every_image(r):
     """100 training images, global batch 32: 3 steps per epoch, the last 4
-    images dropped; 359 test images: 11 batches, 352 images evaluated."""
+    images dropped; 359 test images: 12 batches, the last padded, all 359
+    evaluated."""
     steps = int(r["train_images"]) // 32
     assert steps == 3
     assert np.all(np.asarray(r["steps_per_epoch"]) == steps), r["steps_per_epoch"]
     assert np.all(np.asarray(r["iterations"]) == steps), r["iterations"]
-    evaluated = int(r["test_total"]) // 32 * 32
-    assert evaluated == 352 and int(r["test_total"]) == 359
-    assert int(r["test_images"]) == evaluated
-    # metrics.json's test loss is the saved weights' loss on exactly the first
-    # `test_images` test images (evaluated again on one device), which the
-    # loss on all 359 is not.
-    np.testing.assert_allclose(r["test_loss"], r["test_loss_first"], rtol=RTOL)
+    assert int(r["test_images"]) == int(r["test_total"]) == 359
+    # metrics.json's test numbers are the saved weights' on all 359 images,
+    # evaluated again on one device; the first 352 alone (what dropping the
+    # partial batch would give) differ.
+    np.testing.assert_allclose(r["test_loss"], r["test_loss_all"], rtol=RTOL)
+    np.testing.assert_allclose(r["test_accuracy"], r["test_accuracy_all"], rtol=0, atol=1e-6)
     assert abs(r["test_loss_all"] - r["test_loss_first"]) > 10 * RTOL * abs(r["test_loss_first"])
 
 
@@ -159,9 +159,9 @@ def test_two_devices_step_equals_one(two_devices):
         assert np.all(r["replica_spread"] == 0.0), r["replica_spread"]
 
 
-def test_two_devices_drop_the_last_partial_batch(two_devices):
+def test_two_devices_drop_in_training_and_pad_in_evaluation(two_devices):
     _, r, _ = two_devices
-    assert_last_partial_batch_dropped(r)
+    assert_training_drops_and_evaluation_counts_every_image(r)
 
 
 # --------------------------------------------------------------------------
@@ -228,8 +228,8 @@ def test_two_torch_processes_average_batch_norm_statistics(two_processes):
     np.testing.assert_allclose(r["bn_mean_after0"], 0.01 * x.mean(0), rtol=RTOL, atol=1e-7)
 
 
-def test_two_torch_processes_drop_the_last_partial_batch(two_processes):
-    assert_last_partial_batch_dropped(two_processes)
+def test_two_torch_processes_drop_in_training_and_pad_in_evaluation(two_processes):
+    assert_training_drops_and_evaluation_counts_every_image(two_processes)
 
 
 # --------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def compare_run_folders(dirs):
     config[2].pop("run_dir"), config[1].pop("run_dir")
     assert config[2] == config[1]
     metrics = {d: json.loads((dirs[d] / "metrics.json").read_text()) for d in dirs}
-    assert metrics[2]["test_images"] == 352 and metrics[1]["test_images"] == 359
+    assert metrics[2]["test_images"] == metrics[1]["test_images"] == 359
     states = {d: np.load(dirs[d] / "state.npz") for d in dirs}
     for d in dirs:
         # Optimizer iterations (state.npz's first optimizer variable):

@@ -9,6 +9,7 @@ run for one more epoch. A third process trains the same three epochs alone.
 The tests compare the run folders and judge the recordings.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -195,6 +196,14 @@ def test_two_processes_train_as_one(two_processes):
         np.testing.assert_allclose(
             logs["multi"][column], logs["single"][column], rtol=RTOL, err_msg=column
         )
+    # Evaluation counts every test image (359, the last batch of 16 padded)
+    # on two processes as on one.
+    metrics = {d: json.loads((tmp / d / "metrics.json").read_text()) for d in ("multi", "single")}
+    assert metrics["multi"]["test_images"] == metrics["single"]["test_images"] == 359
+    assert abs(metrics["multi"]["test_accuracy"] - metrics["single"]["test_accuracy"]) <= 1e-6
+    np.testing.assert_allclose(
+        metrics["multi"]["test_loss"], metrics["single"]["test_loss"], rtol=RTOL
+    )
     states = {d: np.load(tmp / d / "state.npz") for d in ("multi", "single")}
     assert sorted(states["multi"].files) == sorted(states["single"].files)
     assert int(states["multi"]["o0"]) == 12 and int(states["multi"]["epoch"]) == 3
