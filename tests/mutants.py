@@ -1016,6 +1016,22 @@ MUTANTS = [
         ("tests/test_cli.py::test_backend_flag_loads_no_other_backend",),
         backend="jax",
     ),
+    Mutant(
+        "findings claim a difference from the raw p, not the Holm-adjusted one",
+        "keras_crl/study/findings.py",
+        'c.get("p_holm") is not None and c["p_holm"] < 0.05]\n    lines = []',
+        'c.get("p_t") is not None and c["p_t"] < 0.05]\n    lines = []',
+        ("tests/test_study_stats.py::test_findings_claim_only_what_survives_holm",),
+        backend="jax",
+    ),
+    Mutant(
+        "seeds to resolve 1 pp with the t quantile's degrees of freedom off by one",
+        "keras_crl/study/stats.py",
+        "        if stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) <= difference:",
+        "        if stats.t.ppf(0.5 + confidence / 2, n) * std / math.sqrt(n) <= difference:",
+        ("tests/test_study_stats.py::test_seeds_for_1pp_at_the_documented_spreads",),
+        backend="jax",
+    ),
 ]
 
 

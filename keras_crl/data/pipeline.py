@@ -18,7 +18,7 @@ _AUGMENT_TAG = 0x4147  # "AG"
 
 
 class BatchPipeline(keras.utils.PyDataset):
-    """Shuffled, augmented and normalised batches from in-memory arrays.
+    """Shuffled, augmented and normalized batches from in-memory arrays.
 
     Batch `i` of epoch `e` depends only on `(seed, e, i)`: the epoch's
     permutation comes from `np.random.default_rng([seed, e, tag])` and the
