@@ -33,6 +33,7 @@ LOADERS = "tests/test_benchmark_loaders.py::"
 ZOO = "tests/test_models.py::"
 PROMISES = "tests/test_cli_promises.py::"
 BENCH = "tests/test_benchmark_training.py::"
+FACTORY = "tests/test_loss_factory.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1030,6 +1031,30 @@ MUTANTS = [
         "        if stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) <= difference:",
         "        if stats.t.ppf(0.5 + confidence / 2, n) * std / math.sqrt(n) <= difference:",
         ("tests/test_study_stats.py::test_seeds_for_1pp_at_the_documented_spreads",),
+        backend="jax",
+    ),
+    Mutant(
+        "the CE baseline ignores its label smoothing",
+        "keras_crl/loss_factory.py",
+        '            label_smoothing=label_smoothing,\n            name="cross_entropy",',
+        '            label_smoothing=0.0,\n            name="cross_entropy",',
+        (f"{FACTORY}test_a_baseline_changes_the_loss_and_its_gradient",),
+        backend="jax",
+    ),
+    Mutant(
+        "focal built without its options (gamma)",
+        "keras_crl/loss_factory.py",
+        '{"from_logits": True, "label_smoothing": label_smoothing, **options},',
+        '{"from_logits": True, "label_smoothing": label_smoothing},',
+        (f"{FACTORY}test_focal_gamma_reaches_the_loss",),
+        backend="jax",
+    ),
+    Mutant(
+        "a study variant's label smoothing never reaches training",
+        "keras_crl/study/variants.py",
+        '            "label_smoothing": self.label_smoothing,\n            "loss_options"',
+        '            "label_smoothing": 0.0,\n            "loss_options"',
+        (f"{FACTORY}test_a_baseline_changes_the_loss_and_its_gradient",),
         backend="jax",
     ),
 ]
