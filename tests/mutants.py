@@ -1060,6 +1060,14 @@ MUTANTS = [
 ]
 
 
+# A guard run longer than this is a hang, not a catch.
+GUARD_TIMEOUT = 1800
+
+
+class HarnessFailure(Exception):
+    """The guards could not judge the mutant: a collection error or a hang."""
+
+
 def copy_project(destination):
     shutil.copytree(
         ROOT,
@@ -1094,23 +1102,32 @@ def failed_guards(mutant, tree, report):
         check=True,
     )
     assert where.stdout.strip().startswith(str(tree)), where.stdout
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"--junitxml={report}",
-            *mutant.guards,
-        ],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    try:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={report}",
+                *mutant.guards,
+            ],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=GUARD_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        # A hang is caught only by a guard that fails within its own limit.
+        raise HarnessFailure(f"the guards hung past {GUARD_TIMEOUT} s") from None
+    # 1: tests failed (a catch). 2-5: interrupted, internal or usage error,
+    # no tests collected: an import or collection error is no catch.
+    if run.returncode not in (0, 1):
+        tail = (run.stdout + run.stderr).strip().splitlines()[-3:]
+        raise HarnessFailure(f"pytest exit {run.returncode}: {' / '.join(tail)}")
     failing = set()
     for case in ElementTree.parse(report).iter("testcase"):
         if case.find("failure") is not None or case.find("error") is not None:
@@ -1151,9 +1168,13 @@ def main(argv=None):
             copy_project(tree)
             problem = apply(mutant, tree)
             if problem is None:
-                caught = failed_guards(mutant, tree, Path(scratch) / f"m{i}.xml")
-                missed = [g for g in mutant.guards if g not in caught]
-                verdict = "caught" if not missed else f"SURVIVED {', '.join(missed)}"
+                try:
+                    caught = failed_guards(mutant, tree, Path(scratch) / f"m{i}.xml")
+                except HarnessFailure as failure:
+                    verdict = f"HARNESS: {failure}"
+                else:
+                    missed = [g for g in mutant.guards if g not in caught]
+                    verdict = "caught" if not missed else f"SURVIVED {', '.join(missed)}"
             else:
                 verdict = f"STALE: {problem}"
             survivors += verdict != "caught"
