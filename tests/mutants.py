@@ -1057,6 +1057,17 @@ MUTANTS = [
         (f"{FACTORY}test_a_baseline_changes_the_loss_and_its_gradient",),
         backend="jax",
     ),
+    Mutant(
+        "the native kernel's backward ignores the upstream gradient",
+        "keras_crl/_torch_kernels.py",
+        "        grad.mul_((scale * upstream).unsqueeze(-1))",
+        "        grad.mul_(scale.unsqueeze(-1))",
+        (
+            "tests/test_losses.py::TestNativeTorchKernel::test_vjp_with_a_random_upstream_gradient",
+            "tests/test_losses.py::TestNativeTorchKernel::test_sample_weights_through_the_kernel",
+        ),
+        backend="torch",
+    ),
 ]
 
 

@@ -503,6 +503,68 @@ class TestNativeTorchKernel:
             np.testing.assert_array_equal(value, ops_value)
             np.testing.assert_array_equal(grad, ops_grad)
 
+    @staticmethod
+    def torch_grads(fn, logits, upstream):
+        """The loss `fn(z)` and the vector-Jacobian product with `upstream`."""
+        import torch
+
+        z = torch.tensor(logits, requires_grad=True)
+        value = fn(z)
+        value.backward(torch.as_tensor(upstream))
+        return value.detach().numpy(), z.grad.numpy()
+
+    @pytest.mark.parametrize("alpha,beta", [(0.0, 0.25), (1.0, 1.0), (0.0, 0.0)])
+    def test_vjp_with_a_random_upstream_gradient(self, alpha, beta):
+        # Keras' losses pass 1 / batch upstream; a weighted or summed loss
+        # passes anything. The kernel's backward scales by it per sample.
+        import torch
+
+        rng = np.random.default_rng(3)
+        logits = rng.normal(scale=3, size=(32, 10)).astype("float32")
+        labels = rng.integers(0, 10, 32)
+        upstream = rng.normal(size=32).astype("float32")
+        index = torch.as_tensor(labels[:, None])
+        from keras_crl import _torch_kernels
+
+        floor = losses_module._floor(1e-7)
+        value, grad = self.torch_grads(
+            lambda z: _torch_kernels.sparse_logits_loss(index, z, alpha, beta, floor),
+            logits,
+            upstream,
+        )
+        ops_value, ops_grad = self.torch_grads(
+            lambda z: losses_module._sparse_logits_loss_ops(index, z, alpha, beta, 1e-7),
+            logits,
+            upstream,
+        )
+        np.testing.assert_array_equal(value, ops_value)
+        np.testing.assert_allclose(grad, ops_grad, rtol=1e-6, atol=1e-7)
+        if beta == 0.0:
+            # beta = 0 is cross-entropy: its gradient, to float32 rounding.
+            ce = torch.nn.functional.cross_entropy
+            _, ce_grad = self.torch_grads(
+                lambda z: ce(z, torch.as_tensor(labels), reduction="none"), logits, upstream
+            )
+            np.testing.assert_allclose(grad, ce_grad, rtol=1e-5, atol=1e-7)
+
+    def test_sample_weights_through_the_kernel(self):
+        rng = np.random.default_rng(4)
+        logits = rng.normal(scale=2, size=(16, 5)).astype("float32")
+        labels = rng.integers(0, 5, 16)
+        weights = rng.uniform(0, 2, 16).astype("float32")
+        weights[:3] = 0.0  # padding, as data.PaddedBatches gives
+        loss = CompetingRatioLoss(from_logits=True)
+        value, grad = value_and_grad(lambda z: loss(labels, z, sample_weight=weights), logits)
+        per_sample, per_sample_grad = value_and_grad(
+            lambda z: competing_ratio_loss(labels, z, from_logits=True), logits
+        )
+        # sum_over_batch_size: the weighted sum over the batch of 16.
+        np.testing.assert_allclose(value, (weights * per_sample).sum() / 16, rtol=1e-6)
+        np.testing.assert_allclose(
+            grad, per_sample_grad * weights[:, None] / 16, rtol=1e-5, atol=1e-8
+        )
+        assert np.all(grad[:3] == 0.0)
+
     def test_the_native_kernel_runs(self, monkeypatch):
         from keras_crl import _torch_kernels
 
