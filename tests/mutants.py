@@ -55,6 +55,7 @@ MUTANTS = [
         "ops.minimum(ops.sum(ops.where(is_label, ops.softmax(y_pred), 0.0), axis=-1), "
         "1.0 - epsilon))",
         (
+            "tests/test_loss_properties.py",
             "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
             "tests/test_losses.py::TestNumerics::test_value_and_gradient_match_formula_in_float32",
         ),
@@ -67,6 +68,7 @@ MUTANTS = [
         "        probs, rest = _competing_mass(exps, total)",
         "        probs, rest = exps / total, 1.0 - exps / total",
         (
+            "tests/test_loss_properties.py",
             "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
             "tests/test_losses.py::TestNumerics::test_soft_targets_precise_near_one",
         ),
@@ -76,21 +78,30 @@ MUTANTS = [
         "keras_crl/losses.py",
         "label_mass / total, competing / total, alpha, beta, epsilon",
         "label_mass / total, 1.0 - label_mass / total, alpha, beta, epsilon",
-        ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
+        ),
     ),
     Mutant(
         "probabilities via 1 - p, one-hot targets",
         "keras_crl/losses.py",
         "    probs, rest = _competing_mass(probs, total)",
         "    probs, rest = probs / total, 1.0 - probs / total",
-        ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
+        ),
     ),
     Mutant(
         "epsilon clamp removed, logits and integer labels",
         "keras_crl/losses.py",
         "    log_ratio = ops.maximum(log_ratio, math.log(epsilon) - math.log1p(-epsilon))",
         "    log_ratio = log_ratio",
-        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",
+        ),
         # On torch the native kernel (_torch_kernels) runs instead.
         backend="jax",
     ),
@@ -99,21 +110,30 @@ MUTANTS = [
         "keras_crl/_torch_kernels.py",
         "        d = torch.clamp(log_ratio, min=floor)",
         "        d = log_ratio",
-        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",
+        ),
     ),
     Mutant(
         "epsilon clamp removed from the gradient, logits and one-hot targets",
         "keras_crl/losses.py",
         "        u = ops.where(log_probs < log_one_minus_epsilon, targets, 0.0)",
         "        u = targets",
-        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",
+        ),
     ),
     Mutant(
         "epsilon clamp removed from the gradient, logits and integer labels",
         "keras_crl/losses.py",
         "        scale = ops.where(active, 1.0 + beta * label_p / (alpha + rest), 0.0)",
         "        scale = 1.0 + beta * label_p / (alpha + rest)",
-        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",
+        ),
         # On torch the native kernel (_torch_kernels) runs instead.
         backend="jax",
     ),
@@ -122,7 +142,10 @@ MUTANTS = [
         "keras_crl/losses.py",
         "            delta = ops.where(is_label, -ops.expand_dims(rest, -1), probs)",
         "            delta = ops.where(is_label, probs - 1.0, probs)",
-        ("tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
+        ),
         # On torch the native kernel (_torch_kernels) runs instead.
         backend="jax",
     ),
@@ -132,6 +155,7 @@ MUTANTS = [
         "        grad.scatter_(-1, index, -rest.unsqueeze(-1))",
         "        grad.scatter_add_(-1, index, torch.full_like(rest.unsqueeze(-1), -1.0))",
         (
+            "tests/test_loss_properties.py",
             "tests/test_losses.py::TestNumerics::test_float32_matches_float64_oracle",
             "tests/test_losses.py::TestNativeTorchKernel::test_same_bits_as_keras_ops",
         ),
@@ -141,7 +165,10 @@ MUTANTS = [
         "keras_crl/_torch_kernels.py",
         "        scale = torch.where(log_ratio > floor, scale, 0.0)",
         "        scale = scale",
-        ("tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestNumerics::test_clamp_stops_the_push_past_one_minus_epsilon",
+        ),
     ),
     Mutant(
         "native torch kernel switched off",
@@ -155,7 +182,10 @@ MUTANTS = [
         "keras_crl/losses.py",
         "            return (probs * _sum_of_others(own) - own * rest)",
         "            return (probs * (ops.sum(own, axis=-1, keepdims=True) - own) - own * rest)",
-        ("tests/test_losses.py::TestValues::test_soft_targets_are_the_expectation",),
+        (
+            "tests/test_loss_properties.py",
+            "tests/test_losses.py::TestValues::test_soft_targets_are_the_expectation",
+        ),
     ),
     Mutant(
         "epsilon clip removed, probabilities",
@@ -163,6 +193,7 @@ MUTANTS = [
         "    p, rest = ops.clip(p, epsilon, 1.0 - epsilon), ops.clip(rest, epsilon, 1.0 - epsilon)",
         "    p, rest = p, rest",
         (
+            "tests/test_loss_properties.py",
             "tests/test_losses.py::TestNumerics::test_probability_clamp_at_both_ends",
             "tests/test_losses.py::TestValues::test_probabilities_match_authors_code",
         ),
@@ -183,6 +214,7 @@ MUTANTS = [
         "    if _dtype_bits(out_dtype) < 32:",
         "    if False:",
         (
+            "tests/test_loss_properties.py",
             "tests/test_losses.py::TestNumerics::test_16_bit_probabilities_computed_in_float32",
             "tests/test_losses.py::TestNumerics::test_integer_labels_exact_for_large_k_in_bfloat16",
         ),
