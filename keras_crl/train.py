@@ -197,7 +197,7 @@ def _evaluated(ds, split, batch_size, config):
     """A validation or test split's batches: every image counted once.
 
     Split across devices or processes, the last partial batch is padded
-    (data.PaddedBatches) rather than dropped, as training does.
+    (data.PaddedBatches), where training drops it.
     """
     batches = ds.pipeline(split, batch_size, data_format=config.data_format)
     if not parallel.splits_batches(config.devices):

@@ -57,6 +57,7 @@ def run_together(commands, env):
         for p in processes:
             if p.poll() is None:
                 p.kill()
+                p.communicate()  # reaps it and closes its pipes
     for p, (_, stderr) in zip(processes, outputs):
         assert p.returncode == 0, stderr[-4000:]
     return [stdout for stdout, _ in outputs]

@@ -92,6 +92,7 @@ def run_together(commands, env, timeout=300):
         for p in processes:
             if p.poll() is None:
                 p.kill()
+                p.communicate()  # reaps it and closes its pipes
     return results
 
 

@@ -121,7 +121,7 @@ def test_two_processes_killed_inside_an_epoch_resume_exactly(tmp_path):
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.communicate(timeout=60)  # reaps it and closes its output pipe
     # torchrun's workers run in sessions of their own, out of the killed
     # group: a paused one must still go (train_probe.pause), not linger.
     assert not survivors(tmp_path / "p0"), "a killed run's worker outlived it"
