@@ -419,6 +419,11 @@ def _check_batching(batch_size, data_format, seed, pad, shard_index, shard_count
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     if int(pad) < 0:
         raise ValueError(f"pad must be >= 0, got {pad}.")
+    _check_shards(batch_size, shard_index, shard_count)
+
+
+def _check_shards(batch_size, shard_index, shard_count):
+    """A shard of a global batch: in range, and every shard the same size."""
     shard_count, shard_index = int(shard_count), int(shard_index)
     if shard_count < 1 or not 0 <= shard_index < shard_count:
         raise ValueError(

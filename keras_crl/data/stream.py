@@ -42,6 +42,7 @@ from keras_crl.data.folder import read_image
 from keras_crl.data.pipeline import _AUGMENT_TAG
 from keras_crl.data.pipeline import _SHUFFLE_TAG
 from keras_crl.data.pipeline import BatchPipeline
+from keras_crl.data.pipeline import _check_shards
 
 # ImageNet's per-channel statistics on the [0, 1] scale, the constants
 # torchvision and keras.applications use; estimating them would need a pass
@@ -153,15 +154,8 @@ class FolderStream(keras.utils.PyDataset):
             image_size = image_size[0]
         if int(image_size) < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}.")
+        _check_shards(batch_size, shard_index, shard_count)
         shard_count, shard_index = int(shard_count), int(shard_index)
-        if shard_count < 1 or not 0 <= shard_index < shard_count:
-            raise ValueError(
-                f"shard_index must be in [0, shard_count), got {shard_index} of {shard_count}."
-            )
-        if batch_size % shard_count:
-            raise ValueError(
-                f"batch_size {batch_size} does not split into {shard_count} equal shards."
-            )
         if not (0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]):
             raise ValueError(f"Bad crop ranges: scale={scale}, ratio={ratio}.")
         self.files = files
