@@ -233,7 +233,11 @@ def read_weights(path):
 
 
 def read_log(path):
-    """`log.csv` as a dict of column -> NumPy array."""
+    """`log.csv` as a dict of column -> NumPy array.
+
+    Keras' CSVLogger writes `val_*` columns of "NA" when a run has no validation
+    split; such columns are left out, a single "NA" in a column reads as NaN.
+    """
     path = Path(path)
     if not path.exists():
         return {}
@@ -242,7 +246,12 @@ def read_log(path):
         return {}
     header = lines[0].split(",")
     rows = [line.split(",") for line in lines[1:] if not line.startswith("epoch")]
-    return {name: np.array([float(r[i]) for r in rows]) for i, name in enumerate(header)}
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
+    return {
+        name: np.array([np.nan if v == "NA" else float(v) for v in values])
+        for name, values in columns.items()
+        if any(v != "NA" for v in values)
+    }
 
 
 def plot_curves(log, run_dir, runs=None):
