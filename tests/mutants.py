@@ -1100,6 +1100,21 @@ MUTANTS = [
         ),
         backend="torch",
     ),
+    # --- ignore_class and masks, against the property tests ---
+    Mutant(
+        "ignored rows keep their loss",
+        "keras_crl/losses.py",
+        "        losses = ops.where(keep, losses, 0.0)\n        set_keras_mask(losses, keep)",
+        "        set_keras_mask(losses, keep)",
+        ("tests/test_loss_properties.py::test_ignored_and_masked_rows_count_for_nothing",),
+    ),
+    Mutant(
+        "a mask on the predictions is dropped",
+        "keras_crl/losses.py",
+        "        in_mask = get_keras_mask(y_pred)\n",
+        "        in_mask = None\n",
+        ("tests/test_loss_properties.py::test_ignored_and_masked_rows_count_for_nothing",),
+    ),
 ]
 
 

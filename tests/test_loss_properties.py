@@ -3,7 +3,7 @@
 Random batch and class counts, logit scales and confident predictions,
 alpha, beta, epsilon, logits or probabilities, integer, one-hot or soft
 targets, float32, float16 and bfloat16
-inputs, on every backend. The oracle (`tests/test_losses.py:crl64`) takes the
+inputs, rows left out by `ignore_class` or a Keras mask, on every backend. The oracle (`tests/test_losses.py:crl64`) takes the
 exact inputs the loss gets, widened to float64. Tolerances are the guide's
 (docs/guide/loss.md): values within 1e-5, gradients within 1e-5 relative,
 plus 16 float32 ulps of the value itself for losses large enough that 1e-5
@@ -18,8 +18,11 @@ from hypothesis import assume
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from keras import ops
 
+from keras_crl import CompetingRatioLoss
 from keras_crl import competing_ratio_loss
+from keras_crl._keras_compat import set_keras_mask
 from tests.backend_utils import value_and_grad
 from tests.test_losses import crl64
 from tests.test_losses import numpy
@@ -159,3 +162,54 @@ def test_16_bit_inputs_are_computed_in_float32(batch, dtype):
     np.testing.assert_allclose(
         np.asarray(value, np.float64), expected_value, rtol=ulp / 2 + 16 * ULP32, atol=1e-5
     )
+
+
+@settings(SETTINGS, max_examples=25)
+@given(batches(targets="integer"), st.data())
+def test_ignored_and_masked_rows_count_for_nothing(batch, data):
+    # ignore_class (outside the classes, or a real class index as in
+    # segmentation) and a Keras mask on the predictions both leave a row out:
+    # its loss and gradient are zero, and the mean is over the rows left.
+    pred, labels, _ = inputs(batch, "float32")
+    classes = pred.shape[-1]
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=len(labels), max_size=len(labels))))
+    ignore_class = data.draw(st.sampled_from([-1, classes - 1]))
+    if ignore_class == -1:
+        labels = np.where(keep, labels, -1)
+    else:
+        keep = labels != ignore_class
+    expected, expected_grad = oracle(batch, pred, np.where(keep, labels, 0))
+    expected, expected_grad = (
+        np.where(keep, expected, 0.0),
+        np.where(keep[:, None], expected_grad, 0),
+    )
+
+    def fn(z):
+        return competing_ratio_loss(
+            labels,
+            z,
+            alpha=batch["alpha"],
+            beta=batch["beta"],
+            from_logits=batch["from_logits"],
+            epsilon=batch["epsilon"],
+            ignore_class=ignore_class,
+        )
+
+    if not batch["from_logits"]:
+        used = (pred / pred.sum(-1, keepdims=True))[keep, labels[keep] if keep.any() else []]
+        assume(np.all((used > 1e-5) & (used < 1 - 1e-5)))
+    value, grad = value_and_grad(fn, pred)
+    assert np.all(value[~keep] == 0) and np.all(grad[~keep] == 0)
+    np.testing.assert_allclose(value, expected, rtol=16 * ULP32, atol=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=2 * ULP32)
+    assume(keep.any())
+    loss = CompetingRatioLoss(
+        alpha=batch["alpha"],
+        beta=batch["beta"],
+        from_logits=batch["from_logits"],
+        epsilon=batch["epsilon"],
+    )
+    masked = ops.convert_to_tensor(pred)
+    set_keras_mask(masked, ops.convert_to_tensor(keep))
+    mean = float(loss(np.where(keep, labels, 0), masked))
+    np.testing.assert_allclose(mean, expected[keep].mean(), rtol=16 * ULP32, atol=1e-5)
