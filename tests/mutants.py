@@ -1115,6 +1115,63 @@ MUTANTS = [
         "        in_mask = None\n",
         ("tests/test_loss_properties.py::test_ignored_and_masked_rows_count_for_nothing",),
     ),
+    # --- checkpoint triggers, the chief's clock, the log, the statistics ---
+    Mutant(
+        "a time-based checkpoint taken by each process's own clock",
+        "keras_crl/callbacks.py",
+        "due = parallel.chief_decides(time.monotonic() - self.last >= self.every_seconds)",
+        "due = time.monotonic() - self.last >= self.every_seconds",
+        ("tests/test_callbacks.py::test_a_time_based_checkpoint_is_the_chiefs_decision",),
+        backend="jax",
+    ),
+    Mutant(
+        "chief_decides returns each torch process's own flag",
+        "keras_crl/parallel/_torch.py",
+        "    return bool(tensor.item())",
+        "    return bool(flag)",
+        ("tests/test_callbacks.py::test_chief_decides_gives_every_torch_process_the_chiefs_flag",),
+        backend="jax",
+    ),
+    Mutant(
+        "time-based checkpoints never fire",
+        "keras_crl/callbacks.py",
+        "due = parallel.chief_decides(time.monotonic() - self.last >= self.every_seconds)",
+        "due = parallel.chief_decides(False)",
+        ("tests/test_callbacks.py::test_state_checkpoint_saves_inside_epochs",),
+        backend="jax",
+    ),
+    Mutant(
+        "a resumed epoch numbers its checkpoint steps from 0",
+        "keras_crl/callbacks.py",
+        "        done = self.offset + batch + 1",
+        "        done = batch + 1",
+        ("tests/test_callbacks.py::test_state_checkpoint_saves_inside_epochs",),
+        backend="jax",
+    ),
+    Mutant(
+        "truncate_log keeps the epoch after the checkpoint",
+        "keras_crl/run_folder.py",
+        'int(float(line.split(",")[0])) < epochs',
+        'int(float(line.split(",")[0])) <= epochs',
+        ("tests/test_run_folder.py::test_truncate_log_keeps_the_checkpointed_epochs",),
+        backend="jax",
+    ),
+    Mutant(
+        "Holm's adjustment not monotone",
+        "keras_crl/study/stats.py",
+        "        running = max(running, min(1.0, (m - rank) * p))",
+        "        running = min(1.0, (m - rank) * p)",
+        ("tests/test_study_stats.py::test_holm_is_monotone_and_capped",),
+        backend="jax",
+    ),
+    Mutant(
+        "the paired t test's standard error over n - 1",
+        "keras_crl/study/stats.py",
+        '        se = out["std"] / math.sqrt(n)',
+        '        se = out["std"] / math.sqrt(n - 1)',
+        ("tests/test_study_stats.py",),
+        backend="jax",
+    ),
 ]
 
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_crl import parallel
 from keras_crl.callbacks import BestWeights
 from keras_crl.callbacks import EpochTimer
 from keras_crl.callbacks import StateCheckpoint
@@ -112,3 +113,67 @@ def test_state_checkpoint_saves_inside_epochs(tmp_path, every, start, saved):
             verbose=0,
         )
     assert positions == saved
+
+
+def test_a_time_based_checkpoint_is_the_chiefs_decision(tmp_path, monkeypatch):
+    # Each process's clock differs: a save due by time must be the chief's
+    # decision, taken by every process at the same step (parallel.chief_decides).
+    asked = []
+
+    def chief_says_no(flag):
+        asked.append(flag)
+        return False
+
+    monkeypatch.setattr(parallel, "chief_decides", chief_says_no)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss=make_loss("crl"))
+    checkpoint = StateCheckpoint(tmp_path / "state.npz", 4, every_seconds=1e-9)
+    x, y = np.ones((16, 2), "float32"), np.zeros(16, "int32")
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=[checkpoint], verbose=0)
+    assert asked == [True, True, True]  # this process's clock said yes three times
+    assert state_position(tmp_path / "state.npz") == (1, 0)  # only the epoch's end saved
+    assert not list(tmp_path.glob("state-*"))
+
+
+CHIEF_DECIDES = """
+import os, sys
+import torch.distributed as dist
+from keras_crl import parallel
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", init_method=sys.argv[2], rank=rank, world_size=2)
+print([parallel.chief_decides(rank == chief) for chief in (0, 1)])
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.once_per_suite
+def test_chief_decides_gives_every_torch_process_the_chiefs_flag(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    address = f"file://{tmp_path / 'rendezvous'}"
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHIEF_DECIDES, str(rank), address],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            outputs.append(out.strip().splitlines()[-1])
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    # The chief (rank 0) is due in the first question, not in the second.
+    assert outputs == ["[True, False]", "[True, False]"]
