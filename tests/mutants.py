@@ -1174,6 +1174,22 @@ MUTANTS = [
     ),
 ]
 
+# The resume mutants once more on JAX and on TensorFlow: each backend saves and
+# restores its own optimizer, metric and pipeline state.
+RESUMED_ON_EVERY_BACKEND = (
+    "resume ignores the checkpoint",
+    "resume restarts from the initial weights",
+    "resume inside an epoch: metric totals not restored",
+    "resume inside an epoch: the epoch restarts from its first batch",
+    "resume inside an epoch: replays the last step done",
+)
+MUTANTS += [
+    dataclasses.replace(m, name=f"{m.name} [{backend}]", backend=backend)
+    for m in MUTANTS
+    if m.name in RESUMED_ON_EVERY_BACKEND
+    for backend in ("jax", "tensorflow")
+]
+
 
 # A guard run longer than this is a hang, not a catch.
 GUARD_TIMEOUT = 1800
