@@ -1,7 +1,7 @@
 """Image-folder data sets: one sub-folder of images per class.
 
 This is the layout of CUB-200-2011 (`images/`), Stanford Cars, Adience or
-ImageNet once arranged by class. All images are decoded into memory as
+ImageNet once arranged by class. All images are decoded into memory, once, as
 `uint8`, so pass an `image_size` that keeps the array affordable.
 """
 
