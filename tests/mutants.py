@@ -1127,6 +1127,7 @@ MUTANTS = [
         (
             f"{DATA}test_image_folder_in_memory_peaks_within_one_and_a_half_times_its_pixels",
             f"{DATA}test_image_folder_splits_are_views_of_one_decoded_array",
+            f"{LOADERS}test_cub_official_split_labels_and_class_order",
         ),
         backend="jax",
     ),
@@ -1139,6 +1140,7 @@ MUTANTS = [
         (
             f"{DATA}test_image_folder_in_memory_peaks_within_one_and_a_half_times_its_pixels",
             f"{DATA}test_image_folder_splits_are_views_of_one_decoded_array",
+            f"{LOADERS}test_cub_official_split_labels_and_class_order",
         ),
         backend="jax",
     ),
