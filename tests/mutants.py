@@ -1172,6 +1172,59 @@ MUTANTS = [
         ("tests/test_study_stats.py",),
         backend="jax",
     ),
+    # --- memory bounds of the in-memory and streaming folders ---
+    Mutant(
+        "channel_stats converts the whole training set to float64 at once",
+        "keras_crl/data/dataset.py",
+        "    rows = min(len(x), max(1, int(chunk_bytes) // (8 * x[0].size)))\n",
+        "    rows = len(x)\n",
+        (f"{DATA}test_image_folder_in_memory_peaks_within_one_and_a_half_times_its_pixels",),
+        backend="jax",
+    ),
+    Mutant(
+        "channel_stats' short last chunk sums stale rows of its buffer",
+        "keras_crl/data/dataset.py",
+        "            chunk = buffer[: len(part)]\n",
+        "            chunk = buffer\n",
+        (f"{DATA}test_channel_stats_chunk_by_chunk_equal_the_whole",),
+        backend="jax",
+    ),
+    Mutant(
+        "the in-memory splits copied out of the decoded array (once)",
+        "keras_crl/data/folder.py",
+        "    x_train, x_val, x_test = np.split(x, [len(keep), len(keep) + len(hold)])\n",
+        "    x_train, x_val, x_test = (\n"
+        "        p.copy() for p in np.split(x, [len(keep), len(keep) + len(hold)])\n"
+        "    )\n",
+        (
+            f"{DATA}test_image_folder_in_memory_peaks_within_one_and_a_half_times_its_pixels",
+            f"{DATA}test_image_folder_splits_are_views_of_one_decoded_array",
+            f"{LOADERS}test_cub_official_split_labels_and_class_order",
+        ),
+        backend="jax",
+    ),
+    Mutant(
+        "the in-memory splits copied twice (test split, then validation split)",
+        "keras_crl/data/folder.py",
+        "    x_train, x_val, x_test = np.split(x, [len(keep), len(keep) + len(hold)])\n",
+        "    rest, x_test = x[: len(keep) + len(hold)].copy(), x[len(keep) + len(hold) :].copy()\n"
+        "    x_train, x_val = rest[: len(keep)].copy(), rest[len(keep) :].copy()\n",
+        (
+            f"{DATA}test_image_folder_in_memory_peaks_within_one_and_a_half_times_its_pixels",
+            f"{DATA}test_image_folder_splits_are_views_of_one_decoded_array",
+            f"{LOADERS}test_cub_official_split_labels_and_class_order",
+        ),
+        backend="jax",
+    ),
+    Mutant(
+        "streaming folder decodes every image up front at its own size",
+        "keras_crl/data/stream.py",
+        "        self.epoch = initial_epoch\n",
+        "        self.epoch = initial_epoch\n"
+        '        self._native = [np.asarray(read_image(f, "RGB")) for f in self.files]\n',
+        (f"{STREAM}test_memory_is_bounded_by_the_prefetch_window",),
+        backend="jax",
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

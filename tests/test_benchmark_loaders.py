@@ -89,6 +89,8 @@ def test_cub_official_split_labels_and_class_order(cub):
     assert ds.class_names == CUB_CLASSES
     assert (len(ds.x_train) + len(ds.x_val), len(ds.x_test)) == (6, 6)
     assert_split_colours(ds)
+    # In memory the splits are views of one decoded array, held once.
+    assert ds.x_train.base is not None and ds.x_train.base is ds.x_val.base is ds.x_test.base
 
 
 def test_cub_without_crop_keeps_the_whole_image(cub):

@@ -331,15 +331,17 @@ def stratified_split(y, fraction, rng):
     return np.flatnonzero(mask), held
 
 
-def channel_stats(x, chunk_size=4096):
+def channel_stats(x, chunk_bytes=8 * 2**20):
     """Per-channel mean and standard deviation on the `[0, 1]` scale.
 
-    Works chunk by chunk in float64, so large `uint8` arrays are never
-    converted to float as a whole.
+    Works in float64, a few images at a time in one reused buffer of at
+    most `chunk_bytes` (one image if an image is larger), so memory beyond
+    `x` itself stays that small whatever the size of `x`: a `uint8` set is
+    never converted to float as a whole.
 
     Args:
         x: Images, NHWC, `uint8` (`[0, 255]`) or float (`[0, 1]`).
-        chunk_size: Number of images converted to float at a time.
+        chunk_bytes: Size of the float64 working buffer, in bytes.
 
     Returns:
         Tuple `(mean, std)` of tuples of Python floats, one per channel.
@@ -354,24 +356,35 @@ def channel_stats(x, chunk_size=4096):
         raise ValueError(f"Expected a non-empty NHWC array, got {x.shape}.")
     scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
     channels = x.shape[-1]
-    total = np.zeros(channels)
+    rows = min(len(x), max(1, int(chunk_bytes) // (8 * x[0].size)))
+    buffer = np.empty((rows, *x.shape[1:]), np.float64)
+
+    def chunks():
+        for start in range(0, len(x), rows):
+            part = x[start : start + rows]
+            chunk = buffer[: len(part)]
+            np.multiply(part, scale, out=chunk, dtype=np.float64)
+            yield chunk.reshape(-1, channels)
+
+    count = x.size // channels
     # Mean first, then squared deviations: one pass over sum and sum of
     # squares loses precision when the variance is small next to the mean.
-    for start in range(0, len(x), chunk_size):
-        chunk = x[start : start + chunk_size].astype(np.float64) * scale
-        total += chunk.reshape(-1, channels).sum(axis=0)
-    count = x.size // channels
-    mean = total / count
+    mean = sum(chunk.sum(axis=0) for chunk in chunks()) / count
     squares = np.zeros(channels)
-    for start in range(0, len(x), chunk_size):
-        chunk = x[start : start + chunk_size].astype(np.float64) * scale
-        squares += ((chunk.reshape(-1, channels) - mean) ** 2).sum(axis=0)
+    for chunk in chunks():
+        chunk -= mean
+        np.square(chunk, out=chunk)
+        squares += chunk.sum(axis=0)
     std = np.sqrt(squares / count)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def split_validation(x, y, validation_split, seed):
     """Holds a seeded, stratified validation part out of training data.
+
+    The two parts are copies, so `x` is held twice until the caller drops
+    it; the image folders decode their files in split order instead
+    (`validation_indices`), with every split a view of one array.
 
     Args:
         x: Training images.
@@ -388,9 +401,27 @@ def split_validation(x, y, validation_split, seed):
     x_tr, y_tr, x_val, y_val = split_validation(x, y, 0.1, seed=0)
     ```
     """
-    rng = np.random.default_rng(check_seed(seed))
-    keep, hold = stratified_split(y, validation_split, rng)
+    keep, hold = validation_indices(y, validation_split, seed)
     return x[keep], y[keep], x[hold], y[hold]
+
+
+def validation_indices(y, validation_split, seed):
+    """The training and validation indices `split_validation` takes.
+
+    Args:
+        y: Training labels, shape `(N,)`.
+        validation_split: Fraction of the training data to hold out.
+        seed: Non-negative integer seed for the split.
+
+    Returns:
+        Tuple `(keep, hold)` of sorted index arrays, as `stratified_split`.
+
+    Example:
+
+    >>> validation_indices(np.array([0, 0, 1, 1]), 0.5, seed=0)[1].size
+    2
+    """
+    return stratified_split(y, validation_split, np.random.default_rng(check_seed(seed)))
 
 
 def check_seed(seed):

@@ -1,7 +1,7 @@
 """Image-folder data sets: one sub-folder of images per class.
 
 This is the layout of CUB-200-2011 (`images/`), Stanford Cars, Adience or
-ImageNet once arranged by class. All images are decoded into memory as
+ImageNet once arranged by class. All images are decoded into memory, once, as
 `uint8`, so pass an `image_size` that keeps the array affordable.
 """
 
@@ -12,8 +12,10 @@ import numpy as np
 
 from keras_crl._optional import optional_import
 from keras_crl.data.dataset import Dataset
+from keras_crl.data.dataset import channel_stats
 from keras_crl.data.dataset import check_seed
 from keras_crl.data.dataset import stratified_split
+from keras_crl.data.dataset import validation_indices
 
 IMAGE_EXTENSIONS = (
     ".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff",
@@ -307,26 +309,89 @@ def load_image_folder(
     if image_size is None:
         image_size = (size[1], size[0])
 
-    x = _decode(files, image_size, color_mode)
-    if test_dir is not None:
-        x_test, y_test = _decode(test_files, image_size, color_mode), test_labels
-        x_rest, y_rest = x, labels
-    else:
+    if test_dir is None:
         rest, test = stratified_split(
             labels, test_split, np.random.default_rng(check_seed(test_seed))
         )
-        x_test, y_test = x[test], labels[test]
-        x_rest, y_rest = x[rest], labels[rest]
+        test_files, test_labels = [files[i] for i in test], labels[test]
+        files, labels = [files[i] for i in rest], labels[rest]
     if name is None:
         name = os.path.basename(os.path.normpath(os.fspath(path)))
-    return Dataset.from_train_and_test(
+    return decoded_dataset(
         name,
-        x_rest,
-        y_rest,
-        x_test,
-        y_test,
-        num_classes=len(class_names),
+        files,
+        labels,
+        test_files,
+        test_labels,
         class_names=class_names,
         validation_split=validation_split,
         seed=seed,
+        image_size=image_size,
+        color_mode=color_mode,
+    )
+
+
+def decoded_dataset(
+    name,
+    files,
+    labels,
+    test_files,
+    test_labels,
+    *,
+    class_names,
+    validation_split,
+    seed,
+    image_size,
+    color_mode="rgb",
+    boxes=None,
+):
+    """A `Dataset` decoded from lists of training and test files.
+
+    The files are decoded once, in split order (training, validation, test),
+    into one `uint8` array, and each split is a view of it: no split is a
+    copy, so the pixels are held once. Mean and std come from the training
+    part, a few images at a time (`channel_stats`).
+
+    Args:
+        name: The data set's name.
+        files, labels: The training images, validation part included, and
+            their labels.
+        test_files, test_labels: The test images and their labels.
+        class_names: One name per class.
+        validation_split: Fraction of `files` held out for validation
+            (stratified, drawn with `seed`, as `split_validation`).
+        seed: Seed of the validation split.
+        image_size: `(height, width)` of the decoded images.
+        color_mode: `"rgb"` or `"grayscale"`.
+        boxes: Optional mapping from a file to the box its image is cut to.
+
+    Returns:
+        A `Dataset` with `uint8` images.
+
+    Example:
+
+    ```python
+    ds = decoded_dataset("birds", files, labels, test_files, test_labels,
+                         class_names=names, validation_split=0.1, seed=0,
+                         image_size=(64, 64))
+    ```
+    """
+    labels = np.asarray(labels)
+    keep, hold = validation_indices(labels, validation_split, seed)
+    order = [files[i] for i in keep] + [files[i] for i in hold] + list(test_files)
+    x = _decode(order, image_size, color_mode, boxes)
+    x_train, x_val, x_test = np.split(x, [len(keep), len(keep) + len(hold)])
+    mean, std = channel_stats(x_train)
+    return Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=labels[keep],
+        x_val=x_val,
+        y_val=labels[hold],
+        x_test=x_test,
+        y_test=test_labels,
+        num_classes=len(class_names),
+        mean=mean,
+        std=std,
+        class_names=class_names,
     )

@@ -14,13 +14,11 @@ import os
 import numpy as np
 
 from keras_crl._optional import optional_import
-from keras_crl.data.dataset import Dataset
 from keras_crl.data.dataset import DatasetNotAvailable
 from keras_crl.data.dataset import check_labels
-from keras_crl.data.dataset import check_seed
-from keras_crl.data.dataset import stratified_split
-from keras_crl.data.folder import _decode
+from keras_crl.data.dataset import validation_indices
 from keras_crl.data.folder import check_images
+from keras_crl.data.folder import decoded_dataset
 from keras_crl.data.folder_stream import StreamingFolder
 from keras_crl.data.stream import IMAGENET_MEAN
 from keras_crl.data.stream import IMAGENET_STD
@@ -180,20 +178,21 @@ def load_listed(
     if not stream:
         # Every file is checked before the long decode starts.
         check_images(list(files) + list(test_files), same_size=False)
-        return Dataset.from_train_and_test(
+        return decoded_dataset(
             name,
-            _decode(files, image_size, "rgb", boxes),
+            files,
             labels,
-            _decode(test_files, image_size, "rgb", boxes),
+            test_files,
             test_labels,
-            num_classes=num_classes,
             class_names=class_names,
             validation_split=validation_split,
             seed=seed,
+            image_size=image_size,
+            boxes=boxes,
         )
     if image_size[0] != image_size[1]:
         raise ValueError(f"A stream makes square images; image_size is {image_size}.")
-    keep, hold = stratified_split(labels, validation_split, np.random.default_rng(check_seed(seed)))
+    keep, hold = validation_indices(labels, validation_split, seed)
     workers = os.cpu_count() if workers is None else int(workers)
     return StreamingFolder(
         name=name,
