@@ -1104,8 +1104,10 @@ MUTANTS = [
     Mutant(
         "a fold trains on its own test fold",
         "keras_crl/data/adience.py",
-        "        if k == fold:\n            continue\n        files += lists[k][0]",
-        "        files += lists[k][0]",
+        "        if k == fold:\n            continue\n        files += lists[k][0]\n"
+        "        labels += lists[k][1]\n",
+        "        files += lists[k][0]\n        labels += lists[k][1]\n"
+        "        if k == fold:\n            continue\n",
         ("tests/test_folds.py::test_five_folds_train_summarize_and_resume",),
         backend="jax",
     ),
