@@ -13,6 +13,7 @@ import os
 from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl._optional import MissingOptionalDependency
+from keras_crl.data.adience import NUM_FOLDS as ADIENCE_FOLDS
 from keras_crl.loss_factory import LOSSES
 from keras_crl.loss_factory import make_loss
 from keras_crl.recipes import get_recipe
@@ -24,6 +25,9 @@ SCHEDULES = ("step", "cosine", "constant")
 FIXED_ALPHA_BETA = {"ce": (0.0, 0.0), "nllr": (0.0, 1.0)}
 # The authors' release, CRL's defaults.
 CRL_ALPHA, CRL_BETA = 0.0, 0.25
+# The data sets published as cross-validation folds, and how many: fold k is
+# the test split, the others train (`keras_crl.folds` trains them all).
+DATASET_FOLDS = {"adience": ADIENCE_FOLDS}
 # A user's mistakes: names and values, corrupt or mismatched files (the
 # loaders name the file), missing data, a loss that became NaN, an optional
 # package not installed (the message names the extra). The command line and
@@ -37,6 +41,7 @@ USER_ERRORS = (
 )
 
 __all__ = [
+    "DATASET_FOLDS",
     "USER_ERRORS",
     "ConfigError",
     "TrainConfig",
@@ -261,13 +266,15 @@ def config_loss(config):
     )
 
 
-def check_config(config, backends=None):
+def check_config(config, backends=None, folds=None):
     """Checks every field of `config`, before any data is read.
 
     Args:
         config: A `TrainConfig`.
         backends: The backends it will train on (default: the current one),
             for what depends on the backend (`check_jit`).
+        folds: `"all"`: `config` is trained once per fold of its data set
+            (`keras_crl.folds`), which must have folds (`DATASET_FOLDS`).
 
     Raises:
         ConfigError: A field holds a value it cannot take: a number out of
@@ -280,6 +287,7 @@ def check_config(config, backends=None):
     _check_names(config)
     _check_loss_parameters(config)
     _check_dataset_options(config)
+    _check_folds(config, folds)
     _check_model_options(config)
     for backend in backends or [None]:
         check_jit(config.jit, config.deterministic, backend)
@@ -429,6 +437,27 @@ def _check_model_options(config):
         raise ConfigError(
             "weights", weights, "no such file (give 'imagenet' or a .weights.h5 file)"
         )
+
+
+def _check_folds(config, folds):
+    fold = config.dataset_options.get("fold")
+    if config.dataset in DATASET_FOLDS and fold is not None:
+        count = DATASET_FOLDS[config.dataset]
+        if isinstance(fold, bool) or fold not in range(count):
+            raise ConfigError("fold", fold, f"{config.dataset} has folds 0 to {count - 1}")
+    if folds is None:
+        return
+    if folds != "all":
+        raise ConfigError("folds", folds, "must be 'all' (--fold K trains one fold)")
+    if config.dataset not in DATASET_FOLDS:
+        raise ConfigError(
+            "folds",
+            folds,
+            f"applies to data sets with folds ({', '.join(DATASET_FOLDS)}), "
+            f"not to {config.dataset}",
+        )
+    if fold is not None:
+        raise ConfigError("folds", folds, f"trains every fold; --fold {fold} trains one: give one")
 
 
 def _check_dataset_options(config):

@@ -1225,6 +1225,57 @@ MUTANTS = [
         (f"{STREAM}test_memory_is_bounded_by_the_prefetch_window",),
         backend="jax",
     ),
+    # --- Adience folds (train/study --folds all) ---
+    Mutant(
+        "a fold trains on its own test fold",
+        "keras_crl/data/adience.py",
+        "        if k == fold:\n            continue\n        files += lists[k][0]\n"
+        "        labels += lists[k][1]\n",
+        "        files += lists[k][0]\n        labels += lists[k][1]\n"
+        "        if k == fold:\n            continue\n",
+        ("tests/test_folds.py::test_five_folds_train_summarize_and_resume",),
+        backend="jax",
+    ),
+    Mutant(
+        "every fold of --folds all tests fold 0",
+        "keras_crl/folds.py",
+        'dataset_options={**config.dataset_options, "fold": fold},',
+        'dataset_options={**config.dataset_options, "fold": 0},',
+        ("tests/test_folds.py::test_five_folds_train_summarize_and_resume",),
+        backend="jax",
+    ),
+    Mutant(
+        "the folds' std is the population std (ddof=0)",
+        "keras_crl/folds.py",
+        '"std": float(values.std(ddof=1)) if len(values) > 1 else None,',
+        '"std": float(values.std()) if len(values) > 1 else None,',
+        ("tests/test_folds.py::test_five_folds_train_summarize_and_resume",),
+        backend="jax",
+    ),
+    Mutant(
+        "the folds' one-off summary is the exact accuracy's",
+        "keras_crl/folds.py",
+        "values = np.array([r[measure] for r in rows if measure in r], float)",
+        'values = np.array([r["test_accuracy"] for r in rows if measure in r], float)',
+        ("tests/test_folds.py::test_five_folds_train_summarize_and_resume",),
+        backend="jax",
+    ),
+    Mutant(
+        "the study pairs runs by seed only, folds mixed",
+        "keras_crl/study/stats.py",
+        'return (record["seed"], record.get("fold"))',
+        'return (record["seed"], None)',
+        ("tests/test_folds.py::test_study_pairs_runs_by_seed_and_fold",),
+        backend="jax",
+    ),
+    Mutant(
+        "the study's std over folds is taken over every run",
+        "keras_crl/study/stats.py",
+        "                        per_fold.append(float(np.mean(values)))",
+        "                        per_fold.extend(values)",
+        ("tests/test_folds.py::test_study_pairs_runs_by_seed_and_fold",),
+        backend="jax",
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

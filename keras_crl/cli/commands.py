@@ -40,6 +40,8 @@ def train_config(parser, args, argv):
         f"{keras.backend.backend()}-s{args.seed}"
     )
     config = config_from_args(args, run_dir)
+    if args.folds:
+        return _folds_config(parser, args, argv, config)
     if args.resume:
         config = resume_from_run_folder(config, given_flags(parser, "train", argv))
         if not (Path(run_dir) / "state.npz").exists():
@@ -55,6 +57,24 @@ def train_config(parser, args, argv):
                 file=sys.stderr,
             )
     check_config(config)
+    return config
+
+
+def _folds_config(parser, args, argv, config):
+    """`train --folds all`'s checked base `TrainConfig`; with `--resume`, its `folds.json`'s."""
+    from keras_crl.config import check_config
+    from keras_crl.folds import SUMMARY
+
+    saved = Path(config.run_dir) / SUMMARY
+    if args.resume and saved.exists():
+        given = given_flags(parser, "train", argv)
+        config = resume_from_run_folder(config, given, saved=saved)
+    elif args.resume:
+        print(
+            f"keras-crl train: --resume: {config.run_dir} has no {SUMMARY}; training every fold.",
+            file=sys.stderr,
+        )
+    check_config(config, folds=args.folds)
     return config
 
 
@@ -131,11 +151,24 @@ def run_train(parser, args, argv):
         # It checkpoints at epoch ends only (parallel.checks_epoch_ends_only).
         config = dataclasses.replace(config, checkpoint_steps=None, checkpoint_seconds=None)
     parallel.join(cluster)
+    if args.folds:
+        return _train_folds(config)
     metrics = train(config)
     if not parallel.is_chief():
         return 0
     print(_table([metrics]))
     print(f"\nRun folder: {config.run_dir}")
+    return 0
+
+
+def _train_folds(config):
+    from keras_crl import folds
+    from keras_crl import parallel
+
+    summary = folds.train_folds(config)
+    if parallel.is_chief():
+        print(folds.format_table(summary))
+        print(f"\nRun folder: {config.run_dir} (fold-K/ for each fold, {folds.SUMMARY})")
     return 0
 
 
@@ -193,11 +226,13 @@ def run_study(parser, args, argv):
         sweep=args.sweep,
         quick=args.quick,
         out_dir=args.out_dir,
+        folds=args.folds,
     )
     n_variants = len(settings.all_variants())
-    n_runs = len(settings.backends) * n_variants * len(settings.seeds)
+    n_runs = len(settings.backends) * n_variants * len(settings.units())
+    folds = f" x {len(settings.folds)} folds" if settings.folds else ""
     print(
-        f"keras-crl study: {n_variants} losses x {len(settings.seeds)} seeds "
+        f"keras-crl study: {n_variants} losses x {len(settings.seeds)} seeds{folds} "
         f"x {len(settings.backends)} backend(s) = {n_runs} runs into {args.out_dir}",
         flush=True,
     )

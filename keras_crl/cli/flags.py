@@ -217,6 +217,12 @@ def _add_train_arguments(train):
         metavar="K",
         help="keep the newest K checkpoints (state.npz and state-EPOCH-STEP.npz); default 1",
     )
+    add(
+        "--folds",
+        choices=("all",),
+        help="adience: every fold in turn as the test split, into RUN/fold-K, with the mean ± "
+        "std over folds (folds.json)",
+    )
     add("--list", action="store_true", help="list models and datasets, then exit")
     _add_cluster_arguments(train)
 
@@ -225,6 +231,11 @@ def _add_study_arguments(study):
     _add_data_and_recipe_arguments(study, {})
     add = study.add_argument
     add("--seeds", type=int, help="seeds 0..N-1 per loss and backend (default 8, --quick 2)")
+    add(
+        "--folds",
+        choices=("all",),
+        help="adience: every loss and seed once per fold, paired by (seed, fold)",
+    )
     add("--backends", help="comma-separated, e.g. tensorflow,torch,jax (default: the current one)")
     add(
         "--extra",
@@ -415,12 +426,15 @@ def config_from_args(args, run_dir):
     )
 
 
-def resume_from_run_folder(config, given):
+def resume_from_run_folder(config, given, saved=None):
     """`train --resume`: the run folder's settings, with the flags given here.
 
     Args:
         config: The `TrainConfig` of the command line (defaults included).
         given: The flags the command line set itself (`given_flags`).
+        saved: A JSON file whose `"config"` holds the settings (`folds.json`
+            of `--folds all`); default the folder's `config.json`, read
+            when it has a checkpoint.
 
     Returns:
         The run's `config.json` settings, where a flag given here replaces
@@ -432,10 +446,12 @@ def resume_from_run_folder(config, given):
     from keras_crl.resume import RESUMABLE_CHANGES
 
     folder = Path(config.run_dir)
-    if not (folder / "state.npz").exists() or not (folder / "config.json").exists():
-        return config
+    if saved is None:
+        if not (folder / "state.npz").exists() or not (folder / "config.json").exists():
+            return config
+        saved = folder / "config.json"
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    trained = json.loads((folder / "config.json").read_text())["config"]
+    trained = json.loads(Path(saved).read_text())["config"]
     fields = {k: v for k, v in trained.items() if k in known}
     own = {f for f in RESUMABLE_CHANGES if f != "epochs"}
     for dest in given:

@@ -5,6 +5,7 @@ import numpy as np
 from keras_crl._optional import optional_import
 from keras_crl.study.stats import describe
 from keras_crl.study.stats import percent
+from keras_crl.study.stats import unit
 from keras_crl.study.variants import BASELINE
 from keras_crl.study.variants import SWEEP_ALPHAS
 from keras_crl.study.variants import SWEEP_BETAS
@@ -26,16 +27,17 @@ def plot_accuracy(settings, records, results, out_dir):
         2, len(backends), figsize=(4.5 * len(backends), 6.5), squeeze=False, sharex=True
     )
     comparisons = {(c["backend"], c["variant"]): c for c in results["comparisons"]}
-    jitter = np.linspace(-0.15, 0.15, max(len(settings.seeds), 1))
+    units = settings.units()  # (seed, fold): the runs paired across losses
+    jitter = np.linspace(-0.15, 0.15, max(len(units), 1))
     for col, backend in enumerate(backends):
         top, bottom = axes[0, col], axes[1, col]
         for i, v in enumerate(variants):
             accs = {
-                r["seed"]: percent(r)
+                unit(r): percent(r)
                 for r in records
                 if r["backend"] == backend and r["variant"] == v.name and not r["failed"]
             }
-            xs = [i + jitter[settings.seeds.index(s)] for s in accs]
+            xs = [i + jitter[units.index(s)] for s in accs]
             top.plot(xs, list(accs.values()), "o", alpha=0.6, color=f"C{i}")
             stats = describe(list(accs.values()))
             if stats["n"]:
@@ -46,13 +48,13 @@ def plot_accuracy(settings, records, results, out_dir):
             if c is None:
                 continue
             ce = {
-                r["seed"]: percent(r)
+                unit(r): percent(r)
                 for r in records
                 if r["backend"] == backend and r["variant"] == BASELINE.name and not r["failed"]
             }
             diffs = [(s, accs[s] - ce[s]) for s in accs if s in ce]
             bottom.plot(
-                [i + jitter[settings.seeds.index(s)] for s, _ in diffs],
+                [i + jitter[units.index(s)] for s, _ in diffs],
                 [d for _, d in diffs],
                 "o",
                 alpha=0.6,

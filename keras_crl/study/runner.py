@@ -15,6 +15,7 @@ from pathlib import Path
 
 from keras_crl import backends
 from keras_crl import run_folder
+from keras_crl.folds import fold_config
 from keras_crl.study.report import write_report
 from keras_crl.study.settings import load_settings
 from keras_crl.study.settings import run_dir
@@ -90,8 +91,8 @@ def train_backend(out_dir, echo=print):
     backend = keras.backend.backend()
     trained = 0
     for v in settings.all_variants():
-        for seed in settings.seeds:
-            folder = run_dir(out_dir, backend, v, seed)
+        for seed, fold in settings.units():
+            folder = run_dir(out_dir, backend, v, seed, fold)
             config = train_lib.TrainConfig(
                 **settings.training,
                 **v.train_fields(),
@@ -100,7 +101,10 @@ def train_backend(out_dir, echo=print):
                 resume=True,
                 verbose=0,
             )
+            if fold is not None:
+                config = fold_config(config, fold, folder)
             tag = f"[{backend}] {v.label:<18} seed {seed}"
+            tag += "" if fold is None else f" fold {fold}"
             if (folder / "metrics.json").exists():
                 _check_finished(folder, config, backend)
                 echo(f"{tag}: done before, skipped", flush=True)
@@ -160,7 +164,8 @@ def collect(settings, out_dir, require_all=True):
 
     Returns:
         A list of dicts, one per run: backend, variant (name), label, loss,
-        alpha, beta, label_smoothing, loss_options, seed, failed, test_accuracy, best_epoch,
+        alpha, beta, label_smoothing, loss_options, seed, fold (None without folds), failed,
+        test_accuracy, test_one_off_accuracy (None where not measured), best_epoch,
         best_val_accuracy, final_train_loss, seconds_per_epoch, wall_seconds,
         run (the folder relative to `out_dir`), config (dataset sizes and
         recipe of the run) and log (`log.csv` columns).
@@ -173,12 +178,13 @@ def collect(settings, out_dir, require_all=True):
     records, missing = [], []
     for backend in settings.backends:
         for v in settings.all_variants():
-            for seed in settings.seeds:
-                folder = run_dir(out_dir, backend, v, seed)
+            for seed, fold in settings.units():
+                folder = run_dir(out_dir, backend, v, seed, fold)
                 record = {
                     "backend": backend,
                     **v.as_record(),
                     "seed": seed,
+                    "fold": fold,
                     "run": str(folder.relative_to(out_dir)),
                 }
                 if (folder / "metrics.json").exists():
@@ -189,6 +195,7 @@ def collect(settings, out_dir, require_all=True):
                             k: metrics.get(k)
                             for k in (
                                 "test_accuracy",
+                                "test_one_off_accuracy",
                                 "test_images",
                                 "best_epoch",
                                 "best_val_accuracy",

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 from keras_crl.backends import check_backends
+from keras_crl.config import DATASET_FOLDS
 from keras_crl.config import TrainConfig
 from keras_crl.config import check_config
 from keras_crl.config import config_loss
+from keras_crl.folds import fold_dir
 from keras_crl.loss_factory import check_loss
 from keras_crl.study.variants import COMPARED
 from keras_crl.study.variants import Variant
@@ -66,6 +68,8 @@ class StudySettings:
         sweep: Also train the alpha x beta grid.
         quick: Whether `--quick` chose the defaults (reported).
         command: The command line, for the report.
+        folds: The test folds every loss and seed trains once each
+            (`--folds all`), or None: one run per loss and seed.
     """
 
     training: dict
@@ -75,6 +79,12 @@ class StudySettings:
     sweep: bool = False
     quick: bool = False
     command: str = ""
+    folds: list | None = None
+
+    def units(self):
+        """The runs of one loss on one backend, `(seed, fold)` (fold None without folds);
+        the study pairs losses on them."""
+        return [(s, f) for s in self.seeds for f in (self.folds or [None])]
 
     def all_variants(self):
         """Every loss to train: the compared ones, then the sweep's others."""
@@ -97,7 +107,15 @@ class StudySettings:
 
 
 def resolve_settings(
-    training, *, seeds=None, backends, extra=(), sweep=False, quick=False, out_dir="runs/study"
+    training,
+    *,
+    seeds=None,
+    backends,
+    extra=(),
+    sweep=False,
+    quick=False,
+    out_dir="runs/study",
+    folds=None,
 ):
     """`StudySettings` from what the user chose; `None` means "the default".
 
@@ -117,6 +135,8 @@ def resolve_settings(
         sweep: Also train the alpha x beta grid.
         quick: The smoke-test defaults.
         out_dir: The study folder (for the command line in the report).
+        folds: `"all"`: every run once per fold of the data set
+            (`config.DATASET_FOLDS`).
 
     Returns:
         A `StudySettings`.
@@ -139,7 +159,7 @@ def resolve_settings(
     variants = unique_variants([*COMPARED, *extra])
     backends = list(dict.fromkeys(check_backends(backends)))
     for v in unique_variants([*variants, *(sweep_variants() if sweep else [])]):
-        check_config(TrainConfig(**training, **v.train_fields()), backends)
+        check_config(TrainConfig(**training, **v.train_fields()), backends, folds=folds)
     settings = StudySettings(
         training=training,
         seeds=list(range(seeds)),
@@ -147,6 +167,7 @@ def resolve_settings(
         variants=variants,
         sweep=bool(sweep),
         quick=bool(quick),
+        folds=list(range(DATASET_FOLDS[training["dataset"]])) if folds else None,
     )
     settings.command = command_line(settings, out_dir)
     return settings
@@ -195,6 +216,8 @@ def command_line(settings, out_dir):
             parts.append(f"--extra {v.spec}")
     if settings.sweep:
         parts.append("--sweep")
+    if settings.folds:
+        parts.append("--folds all")
     parts.append(f"--out-dir {out_dir}")
     return " ".join(parts)
 
@@ -208,8 +231,10 @@ def save_settings(settings, out_dir):
     out_dir = Path(out_dir)
     path = out_dir / "study.json"
     if path.exists():
-        old = json.loads(path.read_text())["training"]
-        new = json.loads(json.dumps(settings.training))
+        saved = json.loads(path.read_text())
+        # The folds too: a study with folds and one without cannot share runs.
+        old = {**saved["training"], "folds": saved.get("folds")}
+        new = json.loads(json.dumps({**settings.training, "folds": settings.folds}))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
@@ -227,6 +252,7 @@ def load_settings(out_dir):
     return StudySettings.from_json(json.loads((Path(out_dir) / "study.json").read_text()))
 
 
-def run_dir(out_dir, backend, v, seed):
-    """Where one run lives: `out_dir/runs/<backend>/<variant>/seed<k>`."""
-    return Path(out_dir) / "runs" / backend / v.name / f"seed{seed}"
+def run_dir(out_dir, backend, v, seed, fold=None):
+    """Where one run lives: `out_dir/runs/<backend>/<variant>/seed<k>` (`/fold-<f>`)."""
+    folder = Path(out_dir) / "runs" / backend / v.name / f"seed{seed}"
+    return folder if fold is None else fold_dir(folder, fold)

@@ -127,7 +127,7 @@ def analyse(settings, records):
         own Holm family) and `backend_agreement`.
     """
     accuracy = {
-        (r["backend"], r["variant"], r["seed"]): percent(r) for r in records if not r["failed"]
+        (r["backend"], r["variant"], unit(r)): percent(r) for r in records if not r["failed"]
     }
     comparisons = _family(
         settings, accuracy, [(v, BASELINE) for v in settings.variants if v != BASELINE]
@@ -149,17 +149,23 @@ def analyse(settings, records):
         "head_to_head": head_to_head,
         "sweep": _sweep(settings, accuracy) if settings.sweep else [],
         "backend_agreement": _backend_agreement(settings, accuracy),
+        "folds": _over_folds(settings, records) if settings.folds else [],
     }
 
 
-# `accuracy` below maps (backend, variant name, seed) to a finished run's
-# test accuracy in percent.
+def unit(record):
+    """What a run is paired on across losses: its `(seed, fold)` (fold None without folds)."""
+    return (record["seed"], record.get("fold"))
+
+
+# `accuracy` below maps (backend, variant name, (seed, fold)) to a finished
+# run's test accuracy in percent; the "seeds" are `settings.units()`.
 
 
 def _values(settings, accuracy, backend, v):
     """The accuracies of `v` on `backend`, seed by seed, finished runs only."""
     return [
-        accuracy[(backend, v.name, s)] for s in settings.seeds if (backend, v.name, s) in accuracy
+        accuracy[(backend, v.name, s)] for s in settings.units() if (backend, v.name, s) in accuracy
     ]
 
 
@@ -167,7 +173,7 @@ def _versus(settings, accuracy, backend, v, base=BASELINE):
     """`v` against `base` on `backend`, paired over the seeds both finished."""
     seeds = [
         s
-        for s in settings.seeds
+        for s in settings.units()
         if (backend, v.name, s) in accuracy and (backend, base.name, s) in accuracy
     ]
     result = paired(
@@ -185,7 +191,7 @@ def _complete_seeds(settings, accuracy, *vs):
     """The seeds where every variant in `vs` finished on every backend."""
     return [
         s
-        for s in settings.seeds
+        for s in settings.units()
         if all((b, v.name, s) in accuracy for b in settings.backends for v in vs)
     ]
 
@@ -238,6 +244,35 @@ def _summary(settings, records, accuracy):
                 }
             )
     return rows
+
+
+def _over_folds(settings, records):
+    """Per backend and compared loss: each fold's mean over seeds of exact and
+    one-off test accuracy (%), then their mean and sample std over the folds."""
+    rows = []
+    for backend in settings.backends:
+        for v in settings.variants:
+            runs = [
+                r
+                for r in records
+                if r["backend"] == backend and r["variant"] == v.name and not r["failed"]
+            ]
+            row = {"backend": backend, **v.as_record()}
+            for key, value in (("accuracy", percent), ("one_off_accuracy", _one_off)):
+                per_fold = []
+                for fold in settings.folds:
+                    values = [value(r) for r in runs if r.get("fold") == fold]
+                    values = [x for x in values if x is not None]
+                    if values:
+                        per_fold.append(float(np.mean(values)))
+                row[key] = describe(per_fold)
+            rows.append(row)
+    return rows
+
+
+def _one_off(record):
+    one_off = record.get("test_one_off_accuracy")
+    return None if one_off is None else 100.0 * one_off
 
 
 def _by_run(runs, key):
@@ -324,7 +359,7 @@ def _backend_agreement(settings, accuracy):
         return None
     pairs, same, spread = 0, 0, 0.0
     for v in settings.all_variants():
-        for s in settings.seeds:
+        for s in settings.units():
             found = [accuracy.get((b, v.name, s)) for b in settings.backends]
             if None in found:
                 continue
