@@ -15,6 +15,7 @@ from keras_crl.models.applications import KERAS_HUB_RESNETS
 from keras_crl.models.applications import application_model
 from keras_crl.models.applications import keras_cv_backbone_model
 from keras_crl.models.applications import keras_hub_backbone_model
+from keras_crl.models.common import head_variables
 from keras_crl.models.densenet import densenet121
 from keras_crl.models.mobilenet_v2 import mobilenet_v2
 from keras_crl.models.preact_resnet import preact_resnet18
@@ -136,6 +137,7 @@ __all__ = [
     "application_model",
     "densenet121",
     "get_model",
+    "head_variables",
     "keras_cv_backbone_model",
     "keras_hub_backbone_model",
     "list_models",

@@ -10,6 +10,7 @@ from keras_crl.config import TrainConfig
 from keras_crl.config import check_config
 from keras_crl.config import config_loss
 from keras_crl.loss_factory import check_loss
+from keras_crl.study.benchmarks import get_benchmark
 from keras_crl.study.variants import COMPARED
 from keras_crl.study.variants import Variant
 from keras_crl.study.variants import parse_variant
@@ -29,9 +30,11 @@ TRAINING_FIELDS = (
     "weight_decay",
     "schedule",
     "augment",
+    "backbone_lr_scale",
     "validation_split",
     "data_dir",
     "dataset_options",
+    "model_options",
     "limit",
     "jit",
     "deterministic",
@@ -66,6 +69,7 @@ class StudySettings:
         sweep: Also train the alpha x beta grid.
         quick: Whether `--quick` chose the defaults (reported).
         command: The command line, for the report.
+        benchmark: The `--benchmark` preset it started from, or `""`.
     """
 
     training: dict
@@ -75,6 +79,7 @@ class StudySettings:
     sweep: bool = False
     quick: bool = False
     command: str = ""
+    benchmark: str = ""
 
     def all_variants(self):
         """Every loss to train: the compared ones, then the sweep's others."""
@@ -97,7 +102,16 @@ class StudySettings:
 
 
 def resolve_settings(
-    training, *, seeds=None, backends, extra=(), sweep=False, quick=False, out_dir="runs/study"
+    training,
+    *,
+    seeds=None,
+    backends,
+    extra=(),
+    sweep=False,
+    quick=False,
+    out_dir="runs/study",
+    variants=None,
+    benchmark="",
 ):
     """`StudySettings` from what the user chose; `None` means "the default".
 
@@ -117,6 +131,9 @@ def resolve_settings(
         sweep: Also train the alpha x beta grid.
         quick: The smoke-test defaults.
         out_dir: The study folder (for the command line in the report).
+        variants: The losses compared before `extra` (default `COMPARED`).
+        benchmark: The `--benchmark` preset `training` comes from, for
+            the command line in the report.
 
     Returns:
         A `StudySettings`.
@@ -136,7 +153,7 @@ def resolve_settings(
     extra = [parse_variant(e) for e in extra]
     for v in extra:
         check_loss(config_loss(TrainConfig(**v.train_fields())), v.spec)
-    variants = unique_variants([*COMPARED, *extra])
+    variants = unique_variants([*(COMPARED if variants is None else variants), *extra])
     backends = list(dict.fromkeys(check_backends(backends)))
     for v in unique_variants([*variants, *(sweep_variants() if sweep else [])]):
         check_config(TrainConfig(**training, **v.train_fields()), backends)
@@ -147,6 +164,7 @@ def resolve_settings(
         variants=variants,
         sweep=bool(sweep),
         quick=bool(quick),
+        benchmark=benchmark,
     )
     settings.command = command_line(settings, out_dir)
     return settings
@@ -159,6 +177,8 @@ def command_line(settings, out_dir):
     """
     tr = settings.training
     parts = ["keras-crl", "study"]
+    if settings.benchmark:
+        parts.append(f"--benchmark {settings.benchmark}")
     if settings.quick:
         parts.append("--quick")
     flags = [
@@ -171,6 +191,8 @@ def command_line(settings, out_dir):
         ("--momentum", tr["momentum"]),
         ("--weight-decay", tr["weight_decay"]),
         ("--schedule", tr["schedule"]),
+        ("--backbone-lr-scale", tr.get("backbone_lr_scale")),
+        ("--weights", tr.get("model_options", {}).get("weights")),
         ("--limit", tr["limit"]),
         ("--data-dir", tr["data_dir"] or tr["dataset_options"].get("path")),
         ("--image-size", (tr["dataset_options"].get("image_size") or [None])[0]),
@@ -190,8 +212,10 @@ def command_line(settings, out_dir):
     if settings.seeds == list(range(len(settings.seeds))):
         parts.append(f"--seeds {len(settings.seeds)}")
     parts.append(f"--backends {','.join(settings.backends)}")
+    # A benchmark's own losses come with --benchmark; other ones are --extra.
+    base = get_benchmark(settings.benchmark).variants() if settings.benchmark else COMPARED
     for v in settings.variants:
-        if v not in COMPARED:
+        if v not in base:
             parts.append(f"--extra {v.spec}")
     if settings.sweep:
         parts.append("--sweep")
