@@ -1100,6 +1100,53 @@ MUTANTS = [
         ),
         backend="torch",
     ),
+    # --- paper benchmarks as study presets, fine-grained recipe ---
+    Mutant(
+        "benchmark: a flag given on the command line is overridden by the preset",
+        "keras_crl/study/benchmarks.py",
+        "    return {k: v for k, v in flags.items() if k not in given}",
+        "    return flags",
+        ("tests/test_study_benchmarks.py::test_flags_given_override_the_preset",),
+        backend="jax",
+    ),
+    Mutant(
+        "benchmark: study --benchmark ignores the preset",
+        "keras_crl/cli/commands.py",
+        "            setattr(args, dest, value)",
+        "            pass",
+        (
+            "tests/test_study_benchmarks.py::"
+            "test_a_benchmark_study_runs_end_to_end_on_a_miniature_tree",
+        ),
+        backend="jax",
+    ),
+    Mutant(
+        "benchmark: the backbone's learning-rate scale is not applied",
+        "keras_crl/recipes.py",
+        "            learning_rate = learning_rate * scale",
+        "            learning_rate = learning_rate",
+        ("tests/test_recipes.py::test_backbone_steps_at_the_scaled_learning_rate",),
+        backend="torch",
+    ),
+    Mutant(
+        "benchmark: the recipe's backbone scale never reaches its optimizer",
+        "keras_crl/recipes.py",
+        "            backbone_lr_scale=self.backbone_lr_scale,\n",
+        "",
+        ("tests/test_recipes.py::test_backbone_steps_at_the_scaled_learning_rate",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "benchmark: --benchmark list leaves out the published number",
+        "keras_crl/study/benchmarks.py",
+        '                b.published or "-",',
+        '                "-",',
+        (
+            "tests/test_study_benchmarks.py::"
+            "test_list_names_the_seven_benchmarks_with_estimates_and_the_published_number",
+        ),
+        backend="jax",
+    ),
 ]
 
 
