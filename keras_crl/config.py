@@ -423,12 +423,13 @@ def _check_model_options(config):
     if "weights" not in config.model_options:
         return
     weights = config.model_options["weights"]
-    if not str(config.model).startswith(models_lib.APP_PREFIX):
+    if not str(config.model).startswith((models_lib.APP_PREFIX, models_lib.HUB_PREFIX)):
         raise ConfigError(
             "weights",
             weights,
-            f"applies to the {models_lib.APP_PREFIX}* models (keras.applications backbones), "
-            f"not to {config.model}; a whole model's weights file goes to --init-weights",
+            f"applies to the {models_lib.APP_PREFIX}* models (keras.applications backbones) "
+            f"and the {models_lib.HUB_PREFIX}* ones, not to {config.model}; a whole model's "
+            "weights file goes to --init-weights",
         )
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise ConfigError(

@@ -1147,6 +1147,14 @@ MUTANTS = [
         ),
         backend="jax",
     ),
+    Mutant(
+        "benchmark: a keras-hub backbone ignores its --weights file",
+        "keras_crl/models/applications.py",
+        "            backbone.load_weights(weights)",
+        "            pass",
+        ("tests/test_benchmark_training.py::test_a_keras_hub_backbone_starts_from_a_saved_file",),
+        backend="jax",
+    ),
 ]
 
 

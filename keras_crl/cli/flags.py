@@ -97,8 +97,9 @@ def _add_data_and_recipe_arguments(parser, defaults):
     add("--fold", type=int, help="adience: the test fold, 0 to 4 (default 0)")
     add(
         "--weights",
-        help="keras_app_* models: start the backbone from 'imagenet' (downloaded by Keras, "
-        "or found in ~/.keras/models) or from a .weights.h5 file of the backbone",
+        help="keras_app_* and keras_hub_* models: start the backbone from 'imagenet' "
+        "(downloaded by Keras or keras-hub, or found in their caches) or from a .weights.h5 "
+        "file of the backbone",
     )
     add(
         "--recipe",
