@@ -232,8 +232,10 @@ def save_settings(settings, out_dir):
     out_dir = Path(out_dir)
     path = out_dir / "study.json"
     if path.exists():
-        old = json.loads(path.read_text())["training"]
         new = json.loads(json.dumps(settings.training))
+        # A field added to TRAINING_FIELDS later reads as its default.
+        unset = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+        old = {**{k: unset[k] for k in new}, **json.loads(path.read_text())["training"]}
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
