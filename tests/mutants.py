@@ -1155,6 +1155,14 @@ MUTANTS = [
         ("tests/test_benchmark_training.py::test_a_keras_hub_backbone_starts_from_a_saved_file",),
         backend="jax",
     ),
+    Mutant(
+        "benchmark: training scales the head's learning rate too",
+        "keras_crl/train.py",
+        "recipe.optimizer(steps_per_epoch, models_lib.head_variables(model))",
+        "recipe.optimizer(steps_per_epoch)",
+        ("tests/test_recipes.py::test_training_gives_its_optimizer_the_head",),
+        backend="jax",
+    ),
 ]
 
 

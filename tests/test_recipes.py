@@ -156,3 +156,14 @@ def test_backbone_steps_at_the_scaled_learning_rate():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_training_gives_its_optimizer_the_head():
+    from keras_crl import train
+    from keras_crl.config import TrainConfig
+
+    config = TrainConfig(recipe="finegrained")
+    model = get_model("small_cnn", num_classes=3, input_shape=(8, 8, 1))
+    trainer = train._compiled(config, config.resolved_recipe(), model, steps_per_epoch=1)
+    assert trainer.optimizer.head_variables == ("logits/kernel", "logits/bias")
+    assert trainer.optimizer.backbone_lr_scale == 0.1
