@@ -82,11 +82,13 @@ class TrainConfig:
         label_smoothing: Label smoothing of the built-in losses.
         loss_options: Keyword arguments of `"focal"` (`gamma`) or of the
             user loss.
-        recipe: `"paper"` or `"cosine"`; the fields below override it.
+        recipe: A recipe of `keras_crl.recipes.RECIPES` (`"paper"`,
+            `"cosine"`, `"imagenet"`, `"finegrained"`); the fields below
+            override it.
         epochs, batch_size, learning_rate, momentum, weight_decay, schedule,
-        milestones, reference_epochs, augment: Recipe overrides (`None` keeps
-            the recipe's). `milestones` are given for a run of
-            `reference_epochs` epochs and scaled to `epochs`.
+        milestones, reference_epochs, augment, backbone_lr_scale: Recipe
+            overrides (`None` keeps the recipe's). `milestones` are given
+            for a run of `reference_epochs` epochs and scaled to `epochs`.
         seed: Seed of the initial weights, the data order and augmentation.
         validation_split: Fraction of the training data held out for model
             selection.
@@ -155,6 +157,7 @@ class TrainConfig:
     milestones: tuple | None = None
     reference_epochs: int | None = None
     augment: bool | None = None
+    backbone_lr_scale: float | None = None
     seed: int = 0
     validation_split: float = 0.1
     data_dir: str | None = None
@@ -187,6 +190,7 @@ class TrainConfig:
             milestones=self.milestones,
             reference_epochs=self.reference_epochs,
             augment=self.augment,
+            backbone_lr_scale=self.backbone_lr_scale,
         )
 
 
@@ -225,6 +229,7 @@ _NUMBERS = {
     "learning_rate": _number(0),  # 0 is a frozen run: the DDP tests use it
     "momentum": _number(0, 1),
     "weight_decay": _number(0),
+    "backbone_lr_scale": _number(0),
     "validation_split": _number(0, 1),
     "label_smoothing": _number(0, 1),
     "checkpoint_seconds": _number(0, low_open=True),
@@ -426,12 +431,13 @@ def _check_model_options(config):
     if "weights" not in config.model_options:
         return
     weights = config.model_options["weights"]
-    if not str(config.model).startswith(models_lib.APP_PREFIX):
+    if not str(config.model).startswith((models_lib.APP_PREFIX, models_lib.HUB_PREFIX)):
         raise ConfigError(
             "weights",
             weights,
-            f"applies to the {models_lib.APP_PREFIX}* models (keras.applications backbones), "
-            f"not to {config.model}; a whole model's weights file goes to --init-weights",
+            f"applies to the {models_lib.APP_PREFIX}* models (keras.applications backbones) "
+            f"and the {models_lib.HUB_PREFIX}* ones, not to {config.model}; a whole model's "
+            "weights file goes to --init-weights",
         )
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise ConfigError(

@@ -239,7 +239,7 @@ def _compiled(config, recipe, model, steps_per_epoch):
     loss = config_loss(config)
     check_loss(loss, config.loss)
     trainer.compile(
-        optimizer=recipe.optimizer(steps_per_epoch),
+        optimizer=recipe.optimizer(steps_per_epoch, models_lib.head_variables(model)),
         loss=loss,
         # Weighted: padded evaluation batches weigh their padding 0
         # (data.PaddedBatches); training batches carry no weights.

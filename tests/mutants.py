@@ -1276,6 +1276,69 @@ MUTANTS = [
         ("tests/test_folds.py::test_study_pairs_runs_by_seed_and_fold",),
         backend="jax",
     ),
+    # --- paper benchmarks as study presets, fine-grained recipe ---
+    Mutant(
+        "benchmark: a flag given on the command line is overridden by the preset",
+        "keras_crl/study/benchmarks.py",
+        "    return {k: v for k, v in flags.items() if k not in given}",
+        "    return flags",
+        ("tests/test_study_benchmarks.py::test_flags_given_override_the_preset",),
+        backend="jax",
+    ),
+    Mutant(
+        "benchmark: study --benchmark ignores the preset",
+        "keras_crl/cli/commands.py",
+        "            setattr(args, dest, value)",
+        "            pass",
+        (
+            "tests/test_study_benchmarks.py::"
+            "test_a_benchmark_study_runs_end_to_end_on_a_miniature_tree",
+        ),
+        backend="jax",
+    ),
+    Mutant(
+        "benchmark: the backbone's learning-rate scale is not applied",
+        "keras_crl/recipes.py",
+        "            learning_rate = learning_rate * scale",
+        "            learning_rate = learning_rate",
+        ("tests/test_recipes.py::test_backbone_steps_at_the_scaled_learning_rate",),
+        backend="torch",
+    ),
+    Mutant(
+        "benchmark: the recipe's backbone scale never reaches its optimizer",
+        "keras_crl/recipes.py",
+        "            backbone_lr_scale=self.backbone_lr_scale,\n",
+        "",
+        ("tests/test_recipes.py::test_backbone_steps_at_the_scaled_learning_rate",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "benchmark: --benchmark list leaves out the published number",
+        "keras_crl/study/benchmarks.py",
+        '                b.published or "-",',
+        '                "-",',
+        (
+            "tests/test_study_benchmarks.py::"
+            "test_list_names_the_seven_benchmarks_with_estimates_and_the_published_number",
+        ),
+        backend="jax",
+    ),
+    Mutant(
+        "benchmark: a keras-hub backbone ignores its --weights file",
+        "keras_crl/models/applications.py",
+        "            backbone.load_weights(weights)",
+        "            pass",
+        ("tests/test_benchmark_training.py::test_a_keras_hub_backbone_starts_from_a_saved_file",),
+        backend="jax",
+    ),
+    Mutant(
+        "benchmark: training scales the head's learning rate too",
+        "keras_crl/train.py",
+        "recipe.optimizer(steps_per_epoch, models_lib.head_variables(model))",
+        "recipe.optimizer(steps_per_epoch)",
+        ("tests/test_recipes.py::test_training_gives_its_optimizer_the_head",),
+        backend="jax",
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

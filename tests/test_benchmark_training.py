@@ -50,7 +50,10 @@ def test_the_benchmarks_metrics():
     "flags, pattern",
     [
         (["--fold", "1"], r"--fold 1: does not apply to dataset digits"),
-        (["--weights", "imagenet"], r"--weights imagenet: applies to the keras_app_\* models"),
+        (
+            ["--weights", "imagenet"],
+            r"--weights imagenet: applies to the keras_app_\* models .* keras_hub_\*",
+        ),
         (["--model", "keras_app_mobilenet_v2", "--weights", "nofile.h5"], r"no such file"),
     ],
 )
@@ -88,3 +91,39 @@ def test_fine_tuning_starts_from_a_saved_backbone(tmp_path, capsys):
     assert loaded.keys() == kernels.keys()
     for path, kernel in kernels.items():
         np.testing.assert_array_equal(loaded[path], kernel, err_msg=path)
+
+
+@pytest.mark.once_per_suite
+def test_a_keras_hub_backbone_starts_from_a_saved_file(tmp_path):
+    pytest.importorskip("keras_hub")
+    from keras_crl.models import get_model
+
+    shape = (32, 32, 3)
+    source = get_model("keras_hub_resnet18", num_classes=4, input_shape=shape)
+    backbone = source.layers[1]
+    saved = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(saved)
+    model = get_model("keras_hub_resnet18", num_classes=4, input_shape=shape, weights=str(saved))
+    # Keras' random initialization would differ from the file.
+    for mine, theirs in zip(model.layers[1].weights, backbone.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs), err_msg=mine.path
+        )
+
+
+@pytest.mark.once_per_suite
+def test_keras_hub_imagenet_offline_says_where_to_put_it(monkeypatch):
+    keras_hub = pytest.importorskip("keras_hub")
+    from keras_crl.models import get_model
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(keras_hub.models.ResNetBackbone, "from_preset", offline)
+    with pytest.raises(ValueError) as error:
+        get_model("keras_hub_resnet50", num_classes=4, input_shape=(32, 32, 3), weights="imagenet")
+    message = str(error.value)
+    assert "\n" not in message and "resnet_50_imagenet" in message, message
+    assert "$KAGGLEHUB_CACHE" in message and "--weights PATH" in message, message
+    with pytest.raises(ValueError, match="no ImageNet preset of this ResNet"):
+        get_model("keras_hub_resnet34", num_classes=4, input_shape=(32, 32, 3), weights="imagenet")

@@ -2,13 +2,14 @@
 
 Random batch and class counts, logit scales and confident predictions,
 alpha, beta, epsilon, logits or probabilities, integer, one-hot or soft
-targets, float32, float16 and bfloat16
-inputs, rows left out by `ignore_class` or a Keras mask, on every backend. The oracle (`tests/test_losses.py:crl64`) takes the
-exact inputs the loss gets, widened to float64. Tolerances are the guide's
-(docs/guide/loss.md): values within 1e-5, gradients within 1e-5 relative,
-plus 16 float32 ulps of the value itself for losses large enough that 1e-5
-is below their resolution. Derandomized, no example database: every run
-draws the same examples.
+targets, float32, float16 and bfloat16 inputs, rows left out by
+`ignore_class` or a Keras mask, on every backend. The oracle
+(`tests/test_losses.py:crl64`) takes the exact inputs the loss gets,
+widened to float64. Tolerances are the guide's (docs/guide/loss.md):
+values within 1e-5, gradients within 1e-5 relative, plus 16 float32 ulps
+of the value itself for losses large enough that 1e-5 is below their
+resolution. Derandomized, no example database: every run draws the same
+examples.
 """
 
 import numpy as np

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from keras_crl.models import get_model
+from keras_crl.models import head_variables
 from keras_crl.recipes import EpochSchedule
 from keras_crl.recipes import TorchSGD
 from keras_crl.recipes import get_recipe
@@ -103,18 +105,65 @@ def test_serialisation_round_trip():
     assert isinstance(restored, TorchSGD)
     assert (restored.momentum, restored.l2, restored.nesterov) == (0.9, 1e-4, True)
     assert restored.get_config() == opt.get_config()
+    scaled = TorchSGD(0.1, backbone_lr_scale=0.1, head_variables=["logits/kernel"])
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(scaled))
+    assert (restored.backbone_lr_scale, restored.head_variables) == (0.1, ("logits/kernel",))
+
+
+def one_step(model, recipe, start, gradients):
+    """The change of each trainable variable after one step of `recipe`'s optimizer."""
+    model.set_weights(start)
+    before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    optimizer = recipe.optimizer(steps_per_epoch=1, head_variables=head_variables(model))
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    return [keras.ops.convert_to_numpy(v) - b for v, b in zip(model.trainable_variables, before)]
+
+
+def test_backbone_steps_at_the_scaled_learning_rate():
+    # The fine-grained recipe (lr 0.01, backbone 0.1 of it) against the same
+    # recipe with the backbone at the full rate: same start, same gradients.
+    model = get_model("small_cnn", num_classes=3, input_shape=(8, 8, 1))
+    # From zeros the change is the step itself, with no rounding of w - step.
+    start = [np.zeros_like(w) for w in model.get_weights()]
+    rng = np.random.default_rng(0)
+    gradients = [rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables]
+    recipe = get_recipe("finegrained")
+    assert recipe.backbone_lr_scale == 0.1
+    scaled = one_step(model, recipe, start, gradients)
+    full = one_step(model, get_recipe("finegrained", backbone_lr_scale=1.0), start, gradients)
+    head = set(head_variables(model))
+    assert head == {"logits/kernel", "logits/bias"}
+    for v, s, f in zip(model.trainable_variables, scaled, full):
+        assert np.abs(f).max() > 0, v.path
+        if v.path in head:
+            np.testing.assert_array_equal(s, f, err_msg=v.path)
+        else:
+            # -0.001 * g against -0.01 * g, each rounded to float32 once.
+            np.testing.assert_allclose(s, 0.1 * f, rtol=1e-6, err_msg=v.path)
 
 
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: get_recipe("adam"), "Valid recipes: cosine, paper"),
+        (lambda: get_recipe("adam"), "Valid recipes: cosine, finegrained, imagenet, paper"),
         (lambda: get_recipe("paper", lr=0.1), "Unknown recipe fields"),
         (lambda: EpochSchedule(0.1, 10, schedule="linear"), "schedule='linear'"),
         (lambda: TorchSGD(0.1, weight_decay=1e-4), "pass `l2`"),
         (lambda: TorchSGD(0.1, momentum=-1), "momentum=-1"),
+        (lambda: TorchSGD(0.1, backbone_lr_scale=-0.1), "backbone_lr_scale=-0.1"),
     ],
 )
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_training_gives_its_optimizer_the_head():
+    from keras_crl import train
+    from keras_crl.config import TrainConfig
+
+    config = TrainConfig(recipe="finegrained")
+    model = get_model("small_cnn", num_classes=3, input_shape=(8, 8, 1))
+    trainer = train._compiled(config, config.resolved_recipe(), model, steps_per_epoch=1)
+    assert trainer.optimizer.head_variables == ("logits/kernel", "logits/bias")
+    assert trainer.optimizer.backbone_lr_scale == 0.1

@@ -216,7 +216,18 @@ def run_study(parser, args, argv):
     import keras
 
     from keras_crl import study
+    from keras_crl.study import benchmarks
 
+    if args.benchmark == "list":
+        print(benchmarks.benchmark_table())
+        return 0
+    variants = None
+    if args.benchmark:
+        preset = benchmarks.get_benchmark(args.benchmark)
+        given = given_flags(parser, "study", argv)
+        for dest, value in benchmarks.preset_flags(preset, given).items():
+            setattr(args, dest, value)
+        variants = preset.variants()
     current = keras.backend.backend()
     settings = study.resolve_settings(
         dataclasses.asdict(config_from_args(args, run_dir="")),
@@ -227,6 +238,8 @@ def run_study(parser, args, argv):
         quick=args.quick,
         out_dir=args.out_dir,
         folds=args.folds,
+        variants=variants,
+        benchmark=args.benchmark or "",
     )
     n_variants = len(settings.all_variants())
     n_runs = len(settings.backends) * n_variants * len(settings.units())

@@ -97,10 +97,15 @@ def _add_data_and_recipe_arguments(parser, defaults):
     add("--fold", type=int, help="adience: the test fold, 0 to 4 (default 0)")
     add(
         "--weights",
-        help="keras_app_* models: start the backbone from 'imagenet' (downloaded by Keras, "
-        "or found in ~/.keras/models) or from a .weights.h5 file of the backbone",
+        help="keras_app_* and keras_hub_* models: start the backbone from 'imagenet' "
+        "(downloaded by Keras or keras-hub, or found in their caches) or from a .weights.h5 "
+        "file of the backbone",
     )
-    add("--recipe", default="paper", help="paper (default) or cosine")
+    add(
+        "--recipe",
+        default="paper",
+        help="paper (default), cosine, imagenet or finegrained (see docs/guide/benchmarks.md)",
+    )
     add(
         "--epochs",
         type=int,
@@ -112,6 +117,12 @@ def _add_data_and_recipe_arguments(parser, defaults):
     add("--momentum", type=float, help="SGD momentum, in [0, 1)")
     add("--weight-decay", type=float, help="coupled L2, as PyTorch's SGD")
     add("--schedule", choices=("step", "cosine", "constant"))
+    add(
+        "--backbone-lr-scale",
+        type=float,
+        help="learning rate of every layer but the logits head, as a fraction of --lr "
+        "(finegrained recipe: 0.1)",
+    )
     add("--no-augment", dest="augment", action="store_false", default=None)
     add("--validation-split", type=float, default=0.1)
     add("--limit", type=int, help="train on the first N training images only")
@@ -257,6 +268,12 @@ def _add_study_arguments(study):
         help="2 seeds, 8 epochs: a smoke check of the whole pipeline",
     )
     add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
+    add(
+        "--benchmark",
+        metavar="NAME",
+        help="a paper benchmark's preset (data set, model, recipe, beta, image size...): CE, "
+        "NLLR and CRL on it; flags given here override the preset; 'list' shows them",
+    )
 
 
 # Shown by `keras-crl --help`; tests/test_doc_commands.py checks each one.
@@ -412,6 +429,7 @@ def config_from_args(args, run_dir):
         weight_decay=args.weight_decay,
         schedule=args.schedule,
         augment=args.augment,
+        backbone_lr_scale=args.backbone_lr_scale,
         validation_split=args.validation_split,
         data_dir=None if "path" in options else args.data_dir,
         dataset_options=options,

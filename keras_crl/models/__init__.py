@@ -11,10 +11,12 @@ True
 import keras
 
 from keras_crl.models.applications import APPLICATIONS
+from keras_crl.models.applications import KERAS_HUB_IMAGENET
 from keras_crl.models.applications import KERAS_HUB_RESNETS
 from keras_crl.models.applications import application_model
 from keras_crl.models.applications import keras_cv_backbone_model
 from keras_crl.models.applications import keras_hub_backbone_model
+from keras_crl.models.common import head_variables
 from keras_crl.models.densenet import densenet121
 from keras_crl.models.mobilenet_v2 import mobilenet_v2
 from keras_crl.models.preact_resnet import preact_resnet18
@@ -81,8 +83,9 @@ def get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format=None, *
             always use the global setting (`keras.config.
             set_image_data_format`), so another value raises ValueError.
         **kwargs: model-specific options (e.g. `dropout` for
-            `wide_resnet28_10` and the `keras_hub_` models, `weights` or
-            `freeze_backbone` for the `keras_app_` models) and `keras.Model`
+            `wide_resnet28_10` and the `keras_hub_` models, `weights` for
+            the `keras_app_` and `keras_hub_` models, `freeze_backbone` for
+            the `keras_app_` models) and `keras.Model`
             arguments such as `name`.
 
     Returns:
@@ -121,6 +124,8 @@ def get_model(name, num_classes=10, input_shape=(32, 32, 3), data_format=None, *
     if name.startswith(HUB_PREFIX) and name[len(HUB_PREFIX) :] in KERAS_HUB_RESNETS:
         blocks, block_type = KERAS_HUB_RESNETS[name[len(HUB_PREFIX) :]]
         kwargs.setdefault("name", name)
+        if kwargs.get("weights") == "imagenet":
+            kwargs.setdefault("imagenet_preset", KERAS_HUB_IMAGENET.get(name[len(HUB_PREFIX) :]))
         return keras_hub_backbone_model(
             num_classes=num_classes,
             input_shape=input_shape,
@@ -136,6 +141,7 @@ __all__ = [
     "application_model",
     "densenet121",
     "get_model",
+    "head_variables",
     "keras_cv_backbone_model",
     "keras_hub_backbone_model",
     "list_models",

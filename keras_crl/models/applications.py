@@ -48,6 +48,14 @@ KERAS_HUB_RESNETS = {
     "resnet101": ((3, 4, 23, 3), "bottleneck_block"),
     "resnet152": ((3, 8, 36, 3), "bottleneck_block"),
 }
+# Registry name -> keras-hub's ImageNet preset of the same network (there is
+# none of ResNet-34).
+KERAS_HUB_IMAGENET = {
+    "resnet18": "resnet_18_imagenet",
+    "resnet50": "resnet_50_imagenet",
+    "resnet101": "resnet_101_imagenet",
+    "resnet152": "resnet_152_imagenet",
+}
 
 
 def list_applications():
@@ -197,6 +205,8 @@ def keras_hub_backbone_model(
     use_pre_activation=False,
     data_format=None,
     dropout=0.0,
+    weights=None,
+    imagenet_preset=None,
     **kwargs,
 ):
     """A `keras_hub.models.ResNetBackbone` with explicit settings plus logits.
@@ -220,6 +230,12 @@ def keras_hub_backbone_model(
         data_format: `"channels_last"`, `"channels_first"` or `None` for
             `keras.config.image_data_format()`.
         dropout: dropout rate before the logits layer (0.0: none).
+        weights: `None` (random init), a `.weights.h5` file of the backbone,
+            or `"imagenet"`: the backbone of keras-hub's preset
+            `imagenet_preset` (downloaded by keras-hub on first use), whose
+            settings replace the ones above.
+        imagenet_preset: the keras-hub preset `"imagenet"` loads, e.g.
+            `"resnet_50_imagenet"`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Returns:
@@ -227,6 +243,8 @@ def keras_hub_backbone_model(
 
     Raises:
         ImportError: if keras-hub is not installed.
+        ValueError: `"imagenet"` without a preset, or a preset keras-hub
+            cannot get (offline: the message says where it looks).
 
     Example:
 
@@ -248,18 +266,43 @@ def keras_hub_backbone_model(
             "note keras-hub installs and imports TensorFlow."
         ) from error
     data_format, _ = resolve_data_format(data_format)
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[7],
-        stackwise_num_filters=list(stackwise_num_filters),
-        stackwise_num_blocks=list(stackwise_num_blocks),
-        stackwise_num_strides=list(stackwise_num_strides),
-        block_type=block_type,
-        use_pre_activation=use_pre_activation,
-        image_shape=tuple(input_shape),
-        data_format=data_format,
-    )
+    if weights == "imagenet":
+        backbone = _keras_hub_preset(keras_hub, imagenet_preset, input_shape, data_format)
+    else:
+        backbone = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=list(stackwise_num_filters),
+            stackwise_num_blocks=list(stackwise_num_blocks),
+            stackwise_num_strides=list(stackwise_num_strides),
+            block_type=block_type,
+            use_pre_activation=use_pre_activation,
+            image_shape=tuple(input_shape),
+            data_format=data_format,
+        )
+        if weights is not None:
+            backbone.load_weights(weights)
     kwargs.setdefault("name", "keras_hub_resnet")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     outputs = logits_head(backbone(inputs), num_classes, data_format=data_format, dropout=dropout)
     return keras.Model(inputs, outputs, **kwargs)
+
+
+def _keras_hub_preset(keras_hub, preset, input_shape, data_format):
+    """The backbone of keras-hub's ImageNet `preset`, for images of `input_shape`."""
+    if preset is None:
+        raise ValueError(
+            "keras-hub has no ImageNet preset of this ResNet (it has ResNet-18, 50, 101 and "
+            "152); give a .weights.h5 file of the backbone (--weights PATH)."
+        )
+    try:
+        return keras_hub.models.ResNetBackbone.from_preset(
+            preset, image_shape=tuple(input_shape), data_format=data_format
+        )
+    except Exception as error:  # kagglehub raises its own errors offline
+        raise ValueError(
+            f"Could not get keras-hub's preset {preset} ({type(error).__name__}). Offline, "
+            "download it once where keras-hub looks (kagglehub's cache, $KAGGLEHUB_CACHE, "
+            "default ~/.cache/kagglehub), or pass a .weights.h5 file of the backbone "
+            "(--weights PATH)."
+        ) from error

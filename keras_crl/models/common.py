@@ -39,3 +39,20 @@ def logits_head(x, num_classes, data_format="channels_last", pool=True, dropout=
     if dropout > 0:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     return layers.Dense(num_classes, name="logits")(x)
+
+
+def head_variables(model):
+    """The paths of the head's trainable variables: the `logits` layer's.
+
+    What `Recipe.backbone_lr_scale` leaves at the full learning rate; a
+    model without a `logits` layer has its last layer as head.
+
+    Example:
+
+    >>> from keras_crl.models import get_model
+    >>> head_variables(get_model("small_cnn", num_classes=3, input_shape=(8, 8, 1)))
+    ['logits/kernel', 'logits/bias']
+    """
+    names = [layer.name for layer in model.layers]
+    head = model.get_layer("logits") if "logits" in names else model.layers[-1]
+    return [v.path for v in head.trainable_variables]

@@ -24,11 +24,15 @@ Output, next to `runs/`: `report.md` (tables and findings), `accuracy.png`,
 `curves.png`, `sweep.png` (with `--sweep`) and `results.json` (every run's
 numbers and the aggregates).
 
-The modules, in the order a study uses them: `variants` (the losses),
+The modules, in the order a study uses them: `benchmarks` (the paper's
+benchmarks as presets: `--benchmark NAME`), `variants` (the losses),
 `settings` (what is trained, `study.json`), `runner` (training, one process
 per backend), `stats` (paired comparisons), `report` and `plots`.
 """
 
+from keras_crl.study.benchmarks import BENCHMARKS
+from keras_crl.study.benchmarks import Benchmark
+from keras_crl.study.benchmarks import get_benchmark
 from keras_crl.study.report import main_table
 from keras_crl.study.report import write_report
 from keras_crl.study.runner import collect
@@ -50,11 +54,14 @@ from keras_crl.study.variants import variant
 
 __all__ = [
     "BASELINE",
+    "BENCHMARKS",
+    "Benchmark",
     "COMPARED",
     "StudySettings",
     "Variant",
     "analyse",
     "collect",
+    "get_benchmark",
     "holm",
     "load_settings",
     "main_table",

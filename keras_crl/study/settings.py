@@ -12,6 +12,7 @@ from keras_crl.config import check_config
 from keras_crl.config import config_loss
 from keras_crl.folds import fold_dir
 from keras_crl.loss_factory import check_loss
+from keras_crl.study.benchmarks import get_benchmark
 from keras_crl.study.variants import COMPARED
 from keras_crl.study.variants import Variant
 from keras_crl.study.variants import parse_variant
@@ -31,9 +32,11 @@ TRAINING_FIELDS = (
     "weight_decay",
     "schedule",
     "augment",
+    "backbone_lr_scale",
     "validation_split",
     "data_dir",
     "dataset_options",
+    "model_options",
     "limit",
     "jit",
     "deterministic",
@@ -70,6 +73,7 @@ class StudySettings:
         command: The command line, for the report.
         folds: The test folds every loss and seed trains once each
             (`--folds all`), or None: one run per loss and seed.
+        benchmark: The `--benchmark` preset it started from, or `""`.
     """
 
     training: dict
@@ -85,6 +89,8 @@ class StudySettings:
         """The runs of one loss on one backend, `(seed, fold)` (fold None without folds);
         the study pairs losses on them."""
         return [(s, f) for s in self.seeds for f in (self.folds or [None])]
+
+    benchmark: str = ""
 
     def all_variants(self):
         """Every loss to train: the compared ones, then the sweep's others."""
@@ -116,6 +122,8 @@ def resolve_settings(
     quick=False,
     out_dir="runs/study",
     folds=None,
+    variants=None,
+    benchmark="",
 ):
     """`StudySettings` from what the user chose; `None` means "the default".
 
@@ -137,6 +145,9 @@ def resolve_settings(
         out_dir: The study folder (for the command line in the report).
         folds: `"all"`: every run once per fold of the data set
             (`config.DATASET_FOLDS`).
+        variants: The losses compared before `extra` (default `COMPARED`).
+        benchmark: The `--benchmark` preset `training` comes from, for
+            the command line in the report.
 
     Returns:
         A `StudySettings`.
@@ -156,7 +167,7 @@ def resolve_settings(
     extra = [parse_variant(e) for e in extra]
     for v in extra:
         check_loss(config_loss(TrainConfig(**v.train_fields())), v.spec)
-    variants = unique_variants([*COMPARED, *extra])
+    variants = unique_variants([*(COMPARED if variants is None else variants), *extra])
     backends = list(dict.fromkeys(check_backends(backends)))
     for v in unique_variants([*variants, *(sweep_variants() if sweep else [])]):
         check_config(TrainConfig(**training, **v.train_fields()), backends, folds=folds)
@@ -168,6 +179,7 @@ def resolve_settings(
         sweep=bool(sweep),
         quick=bool(quick),
         folds=list(range(DATASET_FOLDS[training["dataset"]])) if folds else None,
+        benchmark=benchmark,
     )
     settings.command = command_line(settings, out_dir)
     return settings
@@ -180,6 +192,8 @@ def command_line(settings, out_dir):
     """
     tr = settings.training
     parts = ["keras-crl", "study"]
+    if settings.benchmark:
+        parts.append(f"--benchmark {settings.benchmark}")
     if settings.quick:
         parts.append("--quick")
     flags = [
@@ -192,6 +206,8 @@ def command_line(settings, out_dir):
         ("--momentum", tr["momentum"]),
         ("--weight-decay", tr["weight_decay"]),
         ("--schedule", tr["schedule"]),
+        ("--backbone-lr-scale", tr.get("backbone_lr_scale")),
+        ("--weights", tr.get("model_options", {}).get("weights")),
         ("--limit", tr["limit"]),
         ("--data-dir", tr["data_dir"] or tr["dataset_options"].get("path")),
         ("--image-size", (tr["dataset_options"].get("image_size") or [None])[0]),
@@ -211,8 +227,10 @@ def command_line(settings, out_dir):
     if settings.seeds == list(range(len(settings.seeds))):
         parts.append(f"--seeds {len(settings.seeds)}")
     parts.append(f"--backends {','.join(settings.backends)}")
+    # A benchmark's own losses come with --benchmark; other ones are --extra.
+    base = get_benchmark(settings.benchmark).variants() if settings.benchmark else COMPARED
     for v in settings.variants:
-        if v not in COMPARED:
+        if v not in base:
             parts.append(f"--extra {v.spec}")
     if settings.sweep:
         parts.append("--sweep")
@@ -232,9 +250,12 @@ def save_settings(settings, out_dir):
     path = out_dir / "study.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        # The folds too: a study with folds and one without cannot share runs.
-        old = {**saved["training"], "folds": saved.get("folds")}
-        new = json.loads(json.dumps({**settings.training, "folds": settings.folds}))
+        # A field added to TRAINING_FIELDS later reads as its default. The folds
+        # too: a study with folds and one without cannot share runs.
+        unset = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+        new = json.loads(json.dumps(settings.training))
+        old = {**{k: unset[k] for k in new}, **saved["training"], "folds": saved.get("folds")}
+        new["folds"] = json.loads(json.dumps(settings.folds))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
