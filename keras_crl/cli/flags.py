@@ -246,6 +246,30 @@ def _add_study_arguments(study):
         help="2 seeds, 8 epochs: a smoke check of the whole pipeline",
     )
     add("--out-dir", default="runs/study", help="study folder: report.md, results.json, runs/")
+    _add_executor_arguments(study)
+
+
+def _add_executor_arguments(study):
+    """Where the study's runs train: one after another, or as Ray tasks."""
+    add = study.add_argument_group(
+        "executor", "ray: each run a Ray task (pip install 'keras-crl[ray]')"
+    ).add_argument
+    add("--executor", choices=("sequential", "ray"), default="sequential")
+    add(
+        "--threads-per-run",
+        type=int,
+        metavar="N",
+        dest="threads",
+        help="pin each run to N threads (saved in study.json; default: ray, --cpus-per-run; "
+        "sequential, the frameworks' own)",
+    )
+    add("--cpus-per-run", type=float, default=1.0, metavar="N", help="ray: CPUs per run")
+    add("--gpus-per-run", type=float, default=0.0, metavar="N", help="ray: GPUs per run")
+    add(
+        "--address",
+        metavar="HOST:PORT",
+        help="ray: join this cluster (default: start a local one on 127.0.0.1)",
+    )
 
 
 # Shown by `keras-crl --help`; tests/test_doc_commands.py checks each one.

@@ -66,6 +66,10 @@ class StudySettings:
         sweep: Also train the alpha x beta grid.
         quick: Whether `--quick` chose the defaults (reported).
         command: The command line, for the report.
+        threads: Threads per run (`backends.thread_env`), applied by both
+            executors; `None` leaves the frameworks' own choice. A thread
+            count changes torch's rounding, so runs compared bit for bit
+            need the same one.
     """
 
     training: dict
@@ -75,6 +79,7 @@ class StudySettings:
     sweep: bool = False
     quick: bool = False
     command: str = ""
+    threads: int | None = None
 
     def all_variants(self):
         """Every loss to train: the compared ones, then the sweep's others."""
