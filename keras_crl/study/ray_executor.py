@@ -44,6 +44,8 @@ from keras_crl.study.settings import load_settings
 from keras_crl.study.settings import run_dir
 from keras_crl.study.settings import save_settings
 
+__all__ = ["Progress", "check_options", "missing_runs", "run", "train_in_process"]
+
 # A task whose worker or node died is tried again this many times; the run
 # resumes from its checkpoint each time.
 MAX_RETRIES = 3
