@@ -20,6 +20,9 @@ from keras_crl.study.settings import load_settings
 from keras_crl.study.settings import run_dir
 from keras_crl.study.settings import save_settings
 
+# The thread settings a run's process was started with, kept in study_time.json.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "XLA_FLAGS")
+
 
 def run(settings, out_dir, current_backend, echo=print):
     """Trains every missing run of `settings`, then writes the report.
@@ -168,7 +171,7 @@ def train_one(out_dir, settings, v, seed, echo=print, checkpoint_steps=None):
                 "start": began,
                 "end": time.time(),
                 # What the executor set (backends.thread_env); None: not pinned.
-                "threads": os.environ.get("OMP_NUM_THREADS"),
+                "threads": {k: os.environ.get(k) for k in THREAD_VARIABLES},
             },
         )
     echo(
