@@ -288,3 +288,8 @@ def test_a_bad_cpus_per_run_names_the_flag(tmp_path, capsys):
     argv = ["study", "--executor", "ray", "--cpus-per-run", "0", "--out-dir", str(tmp_path)]
     assert main(argv) == 2
     assert "--cpus-per-run 0.0: must be" in capsys.readouterr().err
+    argv = ["study", "--threads-per-run", "0", "--out-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "keras-crl study: error: --threads-per-run 0: must be an integer of at least 1"
+    ]

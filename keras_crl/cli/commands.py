@@ -183,7 +183,9 @@ def run_study(parser, args, argv):
     import keras
 
     from keras_crl import study
+    from keras_crl.study import ray_executor
 
+    ray_executor.check_options(args.cpus_per_run, args.gpus_per_run, args.threads)
     current = keras.backend.backend()
     settings = study.resolve_settings(
         dataclasses.asdict(config_from_args(args, run_dir="")),
@@ -201,9 +203,6 @@ def run_study(parser, args, argv):
         f"x {len(settings.backends)} backend(s) = {n_runs} runs into {args.out_dir}",
         flush=True,
     )
-    from keras_crl.study import ray_executor
-
-    ray_executor.check_options(args.cpus_per_run, args.gpus_per_run, args.threads)
     settings.threads = args.threads
     if args.executor == "ray":
         results = ray_executor.run(
