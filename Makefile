@@ -12,7 +12,7 @@ PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
 install:
 	# torch first and pinned: its CPU wheel; an unpinned torch pulls CUDA.
 	$(PYTHON) -m pip install -q -c constraints.txt torch
-	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all,all-backends,keras-cv,keras-hub,test,docs]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all,all-backends,keras-cv,keras-hub,ray,test,docs]"
 
 demo: install
 	keras-crl

@@ -6,11 +6,13 @@
                                 the resumable checkpoint (state-*.npz: older kept ones)
     *.weights.h5                read_weights (without a backend)
     loss.png, accuracy.png      plot_curves
+    .lock                       run_lock, is_locked: one training process at a time
 
 Checkpoints are plain NumPy arrays (no pickle), so a run resumes on any
 backend.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -297,12 +299,68 @@ def plot_curves(log, run_dir, runs=None):
 __all__ = [
     "load_metric_state",
     "load_state",
+    "is_locked",
     "load_weights",
     "plot_curves",
     "read_log",
     "read_weights",
+    "run_lock",
     "save_state",
     "state_position",
     "truncate_log",
     "write_json",
 ]
+
+
+@contextlib.contextmanager
+def run_lock(run_dir, echo=None):
+    """Holds `run_dir/.lock` (an exclusive `flock`) while the block runs.
+
+    One process trains a run folder at a time: a retried study run waits
+    here for an earlier attempt that is still alive instead of writing the
+    same files beside it. The kernel drops the lock when its holder dies, so
+    a killed process never leaves the folder locked.
+
+    Args:
+        run_dir: The run folder (made if missing).
+        echo: Told once, if the lock is held by another process, that this
+            one waits.
+
+    Example:
+
+    ```python
+    with run_lock("runs/study/runs/jax/ce/seed0"):
+        ...  # train into it
+    ```
+    """
+    import fcntl
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if echo:
+                echo(f"{run_dir}: another process trains it; waiting for it to end", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_locked(run_dir):
+    """Whether a process holds `run_lock(run_dir)` now (a run is training there)."""
+    import fcntl
+
+    path = Path(run_dir) / ".lock"
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

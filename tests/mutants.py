@@ -34,6 +34,7 @@ ZOO = "tests/test_models.py::"
 PROMISES = "tests/test_cli_promises.py::"
 BENCH = "tests/test_benchmark_training.py::"
 FACTORY = "tests/test_loss_factory.py::"
+RAY = "tests/test_ray_executor.py::"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1337,6 +1338,47 @@ MUTANTS = [
         "recipe.optimizer(steps_per_epoch, models_lib.head_variables(model))",
         "recipe.optimizer(steps_per_epoch)",
         ("tests/test_recipes.py::test_training_gives_its_optimizer_the_head",),
+        backend="jax",
+    ),
+    # --- the study on Ray (issue 25) ---
+    Mutant(
+        "ray: the training process outlives its Ray worker (no parent-death signal)",
+        "keras_crl/study/ray_executor.py",
+        "            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)",
+        "            pass",
+        (f"{RAY}test_a_killed_worker_resumes_from_its_checkpoint",),
+        backend="jax",
+    ),
+    Mutant(
+        "ray: a run trains without its folder lock",
+        "keras_crl/study/runner.py",
+        "    with run_folder.run_lock(folder, echo=echo):",
+        "    with open(os.devnull):",
+        (f"{RAY}test_a_run_trains_only_while_it_holds_its_folder_lock",),
+        backend="jax",
+    ),
+    Mutant(
+        "ray: a retried run starts afresh instead of resuming",
+        "keras_crl/study/runner.py",
+        "        resume=True,\n        verbose=0,\n        checkpoint_steps=checkpoint_steps,",
+        "        resume=False,\n        verbose=0,\n        checkpoint_steps=checkpoint_steps,",
+        (f"{RAY}test_a_killed_worker_resumes_from_its_checkpoint",),
+        backend="jax",
+    ),
+    Mutant(
+        "ray: the executor ignores the study's threads",
+        "keras_crl/study/ray_executor.py",
+        "            worker_env(threads),",
+        "            worker_env(None),",
+        (f"{RAY}test_both_executors_apply_the_study_threads",),
+        backend="jax",
+    ),
+    Mutant(
+        "ray: the local instance takes the machine's outward address",
+        "keras_crl/study/ray_executor.py",
+        '        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")',
+        "        pass",
+        (f"{RAY}test_the_local_instance_listens_on_loopback_only",),
         backend="jax",
     ),
 ]

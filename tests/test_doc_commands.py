@@ -87,6 +87,7 @@ def checks_only(monkeypatch):
     from keras_crl import study
     from keras_crl import train
     from keras_crl.config import check_config
+    from keras_crl.study import ray_executor
 
     chosen = {}
 
@@ -105,11 +106,15 @@ def checks_only(monkeypatch):
     def study_reached(settings, out_dir, current_backend):
         raise Reached(settings)
 
+    def ray_reached(settings, out_dir, **options):
+        raise Reached(settings)
+
     monkeypatch.setattr(cli, "_use_backend", use_backend)
     monkeypatch.setattr(parallel, "join", lambda cluster: None)
     monkeypatch.setattr(train, "train", train_reached)
     monkeypatch.setattr(compare, "compare_backends", compare_reached)
     monkeypatch.setattr(study, "run", study_reached)
+    monkeypatch.setattr(ray_executor, "run", ray_reached)
 
 
 def test_the_docs_show_commands():

@@ -228,6 +228,9 @@ def run_study(parser, args, argv):
         for dest, value in benchmarks.preset_flags(preset, given).items():
             setattr(args, dest, value)
         variants = preset.variants()
+    from keras_crl.study import ray_executor
+
+    ray_executor.check_options(args.cpus_per_run, args.gpus_per_run, args.threads)
     current = keras.backend.backend()
     settings = study.resolve_settings(
         dataclasses.asdict(config_from_args(args, run_dir="")),
@@ -249,7 +252,19 @@ def run_study(parser, args, argv):
         f"x {len(settings.backends)} backend(s) = {n_runs} runs into {args.out_dir}",
         flush=True,
     )
-    results = study.run(settings, args.out_dir, current)
+    settings.threads = args.threads
+    if args.executor == "ray":
+        results = ray_executor.run(
+            settings,
+            args.out_dir,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+        )
+    elif args.address:
+        raise ValueError("--address goes with --executor ray.")
+    else:
+        results = study.run(settings, args.out_dir, current)
     print()
     print(study.main_table(results))
     print(

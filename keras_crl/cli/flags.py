@@ -274,6 +274,30 @@ def _add_study_arguments(study):
         help="a paper benchmark's preset (data set, model, recipe, beta, image size...): CE, "
         "NLLR and CRL on it; flags given here override the preset; 'list' shows them",
     )
+    _add_executor_arguments(study)
+
+
+def _add_executor_arguments(study):
+    """Where the study's runs train: one after another, or as Ray tasks."""
+    add = study.add_argument_group(
+        "executor", "ray: each run a Ray task (pip install 'keras-crl[ray]')"
+    ).add_argument
+    add("--executor", choices=("sequential", "ray"), default="sequential")
+    add(
+        "--threads-per-run",
+        type=int,
+        metavar="N",
+        dest="threads",
+        help="pin each run to N threads (saved in study.json; default: ray, --cpus-per-run; "
+        "sequential, the frameworks' own)",
+    )
+    add("--cpus-per-run", type=float, default=1.0, metavar="N", help="ray: CPUs per run")
+    add("--gpus-per-run", type=float, default=0.0, metavar="N", help="ray: GPUs per run")
+    add(
+        "--address",
+        metavar="HOST:PORT",
+        help="ray: join this cluster (default: start a local one on 127.0.0.1)",
+    )
 
 
 # Shown by `keras-crl --help`; tests/test_doc_commands.py checks each one.

@@ -21,6 +21,9 @@ from keras_crl.study.settings import load_settings
 from keras_crl.study.settings import run_dir
 from keras_crl.study.settings import save_settings
 
+# The thread settings a run's process was started with, kept in study_time.json.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "XLA_FLAGS")
+
 
 def run(settings, out_dir, current_backend, echo=print):
     """Trains every missing run of `settings`, then writes the report.
@@ -37,32 +40,24 @@ def run(settings, out_dir, current_backend, echo=print):
     """
     save_settings(settings, out_dir)
     for backend in settings.backends:
-        if backend == current_backend:
+        # Threads are fixed when a framework starts: pinned runs need a fresh process.
+        if backend == current_backend and settings.threads is None:
             train_backend(out_dir, echo=echo)
         else:
-            _train_in_subprocess(out_dir, backend, echo)
+            _train_in_subprocess(out_dir, backend, echo, settings.threads)
     records = collect(settings, out_dir)
     return write_report(settings, records, out_dir)
 
 
-def _train_in_subprocess(out_dir, backend, echo):
-    # Every run builds and compiles a fresh model; JAX's persistent cache lets
-    # the seeds of one loss reuse the first seed's compiled step.
-    cache = {
-        "JAX_COMPILATION_CACHE_DIR": os.environ.get(
-            "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "keras_crl_jax_cache")
-        ),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": os.environ.get(
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"
-        ),
-    }
+def _train_in_subprocess(out_dir, backend, echo, threads=None):
+    env = worker_env(threads)
     logs = Path(out_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{backend}.stderr.log"
     echo(f"[{backend}] own process; its warnings go to {log_path}", flush=True)
     with open(log_path, "w") as stderr:
         # stdout is inherited: the worker's progress lines show as they come.
-        proc = backends.start(backend, "keras_crl.study.runner", [out_dir], cache, stderr=stderr)
+        proc = backends.start(backend, "keras_crl.study.runner", [out_dir], env, stderr=stderr)
         proc.wait()
     user_error = backends.worker_error(proc.returncode, log_path.read_text())
     if user_error:
@@ -70,6 +65,28 @@ def _train_in_subprocess(out_dir, backend, echo):
     if proc.returncode:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"The {backend} runs failed (exit {proc.returncode}):\n{tail}")
+
+
+def worker_env(threads=None):
+    """The environment a run's process adds to this one's: caches and threads.
+
+    Args:
+        threads: Pin every framework to this many threads
+            (`backends.thread_env`); `None` leaves them as they are.
+    """
+    # Every run builds and compiles a fresh model; JAX's persistent cache lets
+    # the seeds of one loss reuse the first seed's compiled step.
+    env = {
+        "JAX_COMPILATION_CACHE_DIR": os.environ.get(
+            "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "keras_crl_jax_cache")
+        ),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": os.environ.get(
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"
+        ),
+    }
+    if threads is not None:
+        env.update(backends.thread_env(threads))
+    return env
 
 
 def train_backend(out_dir, echo=print):
@@ -83,57 +100,91 @@ def train_backend(out_dir, echo=print):
     Returns:
         The number of runs trained (or resumed) by this call.
     """
+    settings = load_settings(out_dir)
+    trained = 0
+    for v in settings.all_variants():
+        for seed, fold in settings.units():
+            trained += train_one(out_dir, settings, v, seed, fold, echo=echo) is not None
+    return trained
+
+
+def train_one(out_dir, settings, v, seed, fold=None, echo=print, checkpoint_steps=None):
+    """Trains (or resumes, or skips) one run of the study, holding its folder's lock.
+
+    The lock (`run_lock`) waits for any other process still training this
+    run, such as the first attempt of a retried Ray task, so two processes
+    never write one run folder.
+
+    Args:
+        out_dir: The study folder.
+        settings: Its `StudySettings`.
+        v: The `Variant` (loss).
+        seed: The seed.
+        fold: The test fold (`--folds all`), or None.
+        echo: Where the progress line goes.
+        checkpoint_steps: Also checkpoint every this many steps inside an
+            epoch (`TrainConfig.checkpoint_steps`).
+
+    Returns:
+        The run's metrics, or `None` when it was done or failed before, or
+        failed now with a NaN loss (then recorded in `failed.json`).
+    """
     import keras
 
     from keras_crl import train as train_lib
 
-    settings = load_settings(out_dir)
     backend = keras.backend.backend()
-    trained = 0
-    for v in settings.all_variants():
-        for seed, fold in settings.units():
-            folder = run_dir(out_dir, backend, v, seed, fold)
-            config = train_lib.TrainConfig(
-                **settings.training,
-                **v.train_fields(),
-                seed=seed,
-                run_dir=str(folder),
-                resume=True,
-                verbose=0,
-            )
-            if fold is not None:
-                config = fold_config(config, fold, folder)
-            tag = f"[{backend}] {v.label:<18} seed {seed}"
-            tag += "" if fold is None else f" fold {fold}"
-            if (folder / "metrics.json").exists():
-                _check_finished(folder, config, backend)
-                echo(f"{tag}: done before, skipped", flush=True)
-                continue
-            if (folder / "failed.json").exists():
-                echo(f"{tag}: failed before (NaN loss), skipped", flush=True)
-                continue
-            resumed = (folder / "state.npz").exists()
-            start = time.perf_counter()
-            try:
-                metrics = train_lib.train(config)
-            except FloatingPointError as error:
-                run_folder.write_json(folder / "failed.json", {"error": str(error)})
-                echo(f"{tag}: FAILED: {error}", flush=True)
-                continue
-            finally:
-                # Each run builds a new model; free the previous graph.
-                keras.backend.clear_session()
-            wall = time.perf_counter() - start
-            run_folder.write_json(
-                folder / "study_time.json", {"wall_seconds": wall, "resumed": resumed}
-            )
-            trained += 1
-            echo(
-                f"{tag}: test {100 * metrics['test_accuracy']:.2f} %  "
-                f"({wall:.1f} s{', resumed' if resumed else ''})",
-                flush=True,
-            )
-    return trained
+    folder = run_dir(out_dir, backend, v, seed, fold)
+    config = train_lib.TrainConfig(
+        **settings.training,
+        **v.train_fields(),
+        seed=seed,
+        run_dir=str(folder),
+        resume=True,
+        verbose=0,
+        checkpoint_steps=checkpoint_steps,
+    )
+    if fold is not None:
+        config = fold_config(config, fold, folder)
+    tag = f"[{backend}] {v.label:<18} seed {seed}"
+    tag += "" if fold is None else f" fold {fold}"
+    with run_folder.run_lock(folder, echo=echo):
+        if (folder / "metrics.json").exists():
+            _check_finished(folder, config, backend)
+            echo(f"{tag}: done before, skipped", flush=True)
+            return None
+        if (folder / "failed.json").exists():
+            echo(f"{tag}: failed before, skipped (delete its failed.json to retry)", flush=True)
+            return None
+        resumed = (folder / "state.npz").exists()
+        start, began = time.perf_counter(), time.time()
+        try:
+            metrics = train_lib.train(config)
+        except FloatingPointError as error:
+            run_folder.write_json(folder / "failed.json", {"error": str(error)})
+            echo(f"{tag}: FAILED: {error}", flush=True)
+            return None
+        finally:
+            # Each run builds a new model; free the previous graph.
+            keras.backend.clear_session()
+        wall = time.perf_counter() - start
+        run_folder.write_json(
+            folder / "study_time.json",
+            {
+                "wall_seconds": wall,
+                "resumed": resumed,
+                "start": began,
+                "end": time.time(),
+                # What the executor set (backends.thread_env); None: not pinned.
+                "threads": {k: os.environ.get(k) for k in THREAD_VARIABLES},
+            },
+        )
+    echo(
+        f"{tag}: test {100 * metrics['test_accuracy']:.2f} %  "
+        f"({wall:.1f} s{', resumed' if resumed else ''})",
+        flush=True,
+    )
+    return metrics
 
 
 def _check_finished(folder, config, backend):

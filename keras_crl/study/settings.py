@@ -74,6 +74,10 @@ class StudySettings:
         folds: The test folds every loss and seed trains once each
             (`--folds all`), or None: one run per loss and seed.
         benchmark: The `--benchmark` preset it started from, or `""`.
+        threads: Threads per run (`backends.thread_env`), applied by both
+            executors; `None` leaves the frameworks' own choice. A thread
+            count changes torch's rounding, so runs compared bit for bit
+            need the same one.
     """
 
     training: dict
@@ -84,13 +88,13 @@ class StudySettings:
     quick: bool = False
     command: str = ""
     folds: list | None = None
+    benchmark: str = ""
+    threads: int | None = None
 
     def units(self):
         """The runs of one loss on one backend, `(seed, fold)` (fold None without folds);
         the study pairs losses on them."""
         return [(s, f) for s in self.seeds for f in (self.folds or [None])]
-
-    benchmark: str = ""
 
     def all_variants(self):
         """Every loss to train: the compared ones, then the sweep's others."""
