@@ -240,7 +240,7 @@ def test_a_run_trains_only_while_it_holds_its_folder_lock(tmp_path, monkeypatch)
     folder = runner.run_dir(tmp_path, "jax", ce, 0)
     with run_folder.run_lock(folder):  # an earlier attempt, still alive
         worker = threading.Thread(
-            target=runner.train_one, args=(tmp_path, settings("sequential"), ce, 0, print)
+            target=runner.train_one, args=(tmp_path, settings("sequential"), ce, 0)
         )
         worker.start()
         worker.join(timeout=1.0)
