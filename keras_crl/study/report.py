@@ -319,7 +319,8 @@ def _calibration_section(settings, results, reliability):
             f"![Reliability diagrams per loss]({reliability})",
             "",
             "Per confidence bin, pooled over the seeds: the bars are the accuracy, the dots "
-            "the mean confidence; a calibrated model stays on the diagonal.",
+            "the mean confidence; a calibrated model stays on the diagonal. The ECE in each "
+            "panel is the pooled bins' (not the mean of the runs' ECEs in the table).",
             "",
         ]
     return out
