@@ -27,6 +27,8 @@ from keras_crl import data as data_lib
 from keras_crl import models as models_lib
 from keras_crl import parallel
 from keras_crl import run_folder
+from keras_crl.calibration import ExpectedCalibrationError
+from keras_crl.calibration import calibration_metrics
 from keras_crl.callbacks import BestWeights
 from keras_crl.callbacks import EpochTimer
 from keras_crl.callbacks import PaddedValLoss
@@ -246,6 +248,8 @@ def _compiled(config, recipe, model, steps_per_epoch):
         weighted_metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             *benchmark_metrics(config.dataset),
+            # The zoo's models give logits (models.common's head).
+            *calibration_metrics(from_logits=True),
         ],
         jit_compile=config.jit,
     )
@@ -323,6 +327,9 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
     if best_path.exists():
         model.load_weights(best_path)
     test = trainer.evaluate(parallel.shard(test_data, training=False), verbose=0, return_dict=True)
+    # Read on every process: under TensorFlow across processes reading a
+    # metric variable is a collective.
+    bins = _calibration_bins(trainer)
     log = run_folder.read_log(run_dir / "log.csv")
     best_epoch = int(np.argmax(log["val_accuracy"])) if "val_accuracy" in log else None
     alpha, beta = loss_parameters(config)
@@ -341,8 +348,10 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
         "test_accuracy": float(test["accuracy"]),
         "test_images": len(ds.y_test),
         "test_loss": float(test["loss"]) * _loss_scale(trainer, test_data),
-        # The benchmark's own measures (keras_crl.metrics.benchmark_metrics).
+        # The benchmark's own measures (keras_crl.metrics.benchmark_metrics)
+        # and the calibration figures (ece, nll, brier, confidence).
         **{f"test_{k}": float(v) for k, v in test.items() if k not in ("loss", "accuracy")},
+        "test_calibration_bins": bins,
         "best_epoch": best_epoch,
         "best_val_accuracy": float(log["val_accuracy"][best_epoch])
         if best_epoch is not None
@@ -356,6 +365,19 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
         run_folder.write_json(run_dir / "metrics.json", metrics)
         run_folder.plot_curves(log, run_dir)
     return metrics
+
+
+def _calibration_bins(trainer):
+    """The test ECE's per-bin sums (`ExpectedCalibrationError.bin_totals`),
+    which a study pools over runs for its reliability diagrams."""
+    # Keras nests the compiled metrics in `model.metrics`' container.
+    metrics = list(trainer.metrics)
+    while metrics:
+        metric = metrics.pop()
+        if isinstance(metric, ExpectedCalibrationError):
+            return metric.bin_totals()
+        metrics.extend(getattr(metric, "metrics", []))
+    return None
 
 
 def ran(trainer):

@@ -1381,6 +1381,52 @@ MUTANTS = [
         (f"{RAY}test_the_local_instance_listens_on_loopback_only",),
         backend="jax",
     ),
+    # --- calibration beside accuracy (issue 25, point 7) ---
+    Mutant(
+        "ECE: a confidence on an edge goes to the bin above",
+        "keras_crl/calibration.py",
+        "above = ops.greater(ops.expand_dims(confidence, -1), edges)",
+        "above = ops.greater_equal(ops.expand_dims(confidence, -1), edges)",
+        ("tests/test_calibration.py::test_ece_bins_edges_zero_one_and_weights",),
+        backend="jax",
+    ),
+    Mutant(
+        "ECE ignores the sample weights",
+        "keras_crl/calibration.py",
+        "        if sample_weight is None:\n            weight = ops.ones_like(confidence)",
+        "        if True:\n            weight = ops.ones_like(confidence)",
+        (
+            "tests/test_calibration.py::test_ece_bins_edges_zero_one_and_weights",
+            "tests/test_calibration.py::"
+            "test_weighted_metrics_of_a_compiled_model_count_padding_as_nothing",
+        ),
+        backend="torch",
+    ),
+    Mutant(
+        "Brier averaged over the classes instead of summed",
+        "keras_crl/calibration.py",
+        "return ops.sum(ops.square(p - is_label), axis=-1)",
+        "return ops.mean(ops.square(p - is_label), axis=-1)",
+        ("tests/test_calibration.py::test_nll_brier_confidence_by_hand",),
+        backend="tensorflow",
+    ),
+    Mutant(
+        "the calibration figures' Holm family merged with accuracy's",
+        "keras_crl/study/stats.py",
+        'for family in [comparisons, *(c["comparisons"] for c in calibration.values())]:',
+        "for family in [comparisons + "
+        '[r for c in calibration.values() for r in c["comparisons"]]]:',
+        ("tests/test_study.py::test_calibration_has_holm_families_of_its_own",),
+        backend="jax",
+    ),
+    Mutant(
+        "the test ECE's bins never reach metrics.json",
+        "keras_crl/train.py",
+        '        "test_calibration_bins": bins,\n',
+        '        "test_calibration_bins": None,\n',
+        ("tests/test_train.py::test_run_folder",),
+        backend="jax",
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

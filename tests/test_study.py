@@ -362,3 +362,85 @@ def test_quick_study_reports_its_runs_and_resumes(tmp_path, monkeypatch, capsys)
     capsys.readouterr()
     assert cli.main([*args[:epochs], "2", *args[epochs + 1 :]]) == 2
     assert re.search("other settings.*epochs", capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------
+# Calibration beside accuracy, from known per-run numbers (no training).
+
+
+def _calibrated(record, ece):
+    """`record` with calibration figures: ECE `ece`, the rest fixed, and
+    bins holding its images in the top two bins."""
+    counts = [0.0] * 13 + [100.0, 259.0]
+    return {
+        **record,
+        "test_ece": ece,
+        "test_nll": 0.3 + ece,
+        "test_brier": 0.1 + ece / 2,
+        "test_confidence": 0.95,
+        "test_calibration_bins": {
+            "counts": counts,
+            "confidences": [0.0] * 13 + [92.0, 255.0],
+            "correct": [0.0] * 13 + [90.0, 250.0],
+        },
+    }
+
+
+@pytest.mark.once_per_suite
+def test_calibration_has_holm_families_of_its_own(tmp_path):
+    extra = study.parse_variant("crl:0.5:0.5")
+    settings = study.StudySettings(
+        training={"dataset": "digits", "model": "small_cnn"},
+        seeds=[0, 1, 2, 3, 4],
+        backends=["tensorflow", "jax"],
+        variants=[study.BASELINE, study.variant("nllr"), extra],
+        command="keras-crl study",
+    )
+    ce = [340, 342, 338, 341, 339]
+    plain, calibrated = [], []
+    for backend in settings.backends:
+        for v in settings.variants:
+            for seed in settings.seeds:
+                # Accuracy: the extra loss 7 to 9 images better, NLLR noise.
+                # ECE: the extra loss about 0.02 worse on every seed, NLLR noise.
+                gain = {extra: (7, 8, 9, 8, 7), study.BASELINE: (0,) * 5}.get(v, (1, -2, 0, 2, -1))
+                shift = {extra: 0.02, study.BASELINE: 0.0}.get(v, 0.0)
+                noise = {extra: (1, 3, 2, 0, 4), study.BASELINE: (0, 1, 2, 1, 0)}.get(
+                    v, (1, 0, 2, 2, 0)
+                )
+                record = _record(backend, v, seed, ce[seed] + gain[seed])
+                plain.append(record)
+                calibrated.append(_calibrated(record, 0.03 + shift + 0.001 * noise[seed]))
+
+    without = study.analyse(settings, plain)
+    results = study.write_report(settings, calibrated, tmp_path)
+    # Accuracy's comparisons, Holm-adjusted p included, are exactly as without
+    # the calibration figures.
+    assert results["comparisons"] == without["comparisons"]
+    assert without["calibration"] == {}
+    assert sorted(results["calibration"]) == ["brier", "confidence", "ece", "nll"]
+    for figure, table in results["calibration"].items():
+        rows = table["comparisons"]
+        # 2 backends + their seed means, x 2 compared losses.
+        assert len(rows) == 6, figure
+        assert [c["p_holm"] for c in rows] == study.holm([c["p_t"] for c in rows]), figure
+    ece = {(c["backend"], c["variant"]): c for c in results["calibration"]["ece"]["comparisons"]}
+    # Differences 0.02 + 0.001 * (1, 2, 0, -1, 4): mean 0.0212.
+    assert ece[("jax", extra.name)]["mean"] == pytest.approx(0.0212)
+    assert ece[("jax", extra.name)]["p_holm"] < 0.05
+    assert ece[("jax", "nllr")]["p_holm"] > 0.05
+    summary = results["calibration"]["ece"]["summary"]
+    ce_ece = next(r for r in summary if (r["backend"], r["variant"]) == ("jax", "ce"))
+    assert ce_ece["mean"] == pytest.approx(0.0308)
+
+    report = (tmp_path / "report.md").read_text()
+    assert "## Calibration" in report and "bin i holding (i/15, (i+1)/15]" in report
+    assert "| jax | CRL(α=0.5, β=0.5) | 5 | 0.0520 ± 0.0016 | +0.0212 (" in report
+    assert "ece: differs from CE after Holm for CRL(α=0.5, β=0.5) on tensorflow (+0.0212" in report
+    assert "confidence: no loss differs from CE after Holm." in report
+    assert "![Reliability diagrams per loss](reliability.png)" in report
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+    from keras_crl.study.plots import pooled_bins
+
+    pooled = pooled_bins(calibrated, "jax", "ce")
+    assert pooled["counts"][14] == 5 * 259.0 and pooled["correct"][13] == 5 * 90.0

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_crl.calibration import expected_calibration_error
 from keras_crl.reproducible import numpy_initialize
 from keras_crl.run_folder import read_log
 from keras_crl.train import TrainConfig
@@ -59,6 +60,21 @@ def test_run_folder(tmp_path):
     log = read_log(run / "log.csv")
     assert list(log["epoch"]) == [0, 1] and np.isfinite(log["loss"]).all()
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["best_epoch"] in (0, 1)
+    # Calibration beside accuracy (keras_crl.calibration): logged per epoch,
+    # and the test figures with the ECE's bins, which hold every test image.
+    for column in ("ece", "nll", "brier", "confidence"):
+        assert np.isfinite(log[f"val_{column}"]).all(), column
+        assert np.isfinite(metrics[f"test_{column}"]), column
+    bins = metrics["test_calibration_bins"]
+    assert sum(bins["counts"]) == metrics["test_images"]
+    assert sum(bins["correct"]) == round(metrics["test_accuracy"] * metrics["test_images"])
+    assert sum(bins["confidences"]) == pytest.approx(
+        metrics["test_confidence"] * metrics["test_images"], rel=1e-5
+    )
+    assert metrics["test_ece"] == pytest.approx(
+        expected_calibration_error(bins["counts"], bins["confidences"], bins["correct"]),
+        rel=1e-5,
+    )
 
 
 class EpochsRun(keras.callbacks.Callback):

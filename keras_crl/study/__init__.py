@@ -21,8 +21,8 @@ so an interrupted study finishes by running the same command again, and more
 seeds, losses or backends can be added to a finished one.
 
 Output, next to `runs/`: `report.md` (tables and findings), `accuracy.png`,
-`curves.png`, `sweep.png` (with `--sweep`) and `results.json` (every run's
-numbers and the aggregates).
+`curves.png`, `sweep.png` (with `--sweep`), `reliability.png` (calibration per
+loss) and `results.json` (every run's numbers and the aggregates).
 
 The modules, in the order a study uses them: `benchmarks` (the paper's
 benchmarks as presets: `--benchmark NAME`), `variants` (the losses),

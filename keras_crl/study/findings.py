@@ -52,6 +52,25 @@ def head_to_head_findings(settings, results):
     return lines
 
 
+def calibration_findings(settings, results):
+    """Per calibration figure, the losses that differ from CE after its own Holm
+    family; none below 3 seeds."""
+    if len(settings.seeds) < 3:
+        return ["With fewer than 3 seeds no calibration claim is made either way."]
+    lines = []
+    for figure, table in results["calibration"].items():
+        shown = [
+            c for c in table["comparisons"] if c.get("p_holm") is not None and c["p_holm"] < 0.05
+        ]
+        names = ", ".join(
+            f"{c['label']} on {c['backend']} ({signed(c['mean'], 4)}, p = {p_text(c['p_holm'])})"
+            for c in shown
+        )
+        verdict = f"differs from CE after Holm for {names}." if shown else None
+        lines.append(f"{figure}: " + (verdict or "no loss differs from CE after Holm."))
+    return lines
+
+
 def findings(settings, results, test_images):
     """Plain sentences on what the numbers support, and what they do not."""
     comparisons = results["comparisons"]

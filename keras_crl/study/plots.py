@@ -1,8 +1,12 @@
-"""The study's figures: accuracy per seed, training curves, the sweep's heat map."""
+"""The study's figures: accuracy per seed, training curves, the sweep's heat
+map, and the reliability diagrams."""
+
+import itertools
 
 import numpy as np
 
 from keras_crl._optional import optional_import
+from keras_crl.calibration import expected_calibration_error
 from keras_crl.study.stats import describe
 from keras_crl.study.stats import percent
 from keras_crl.study.stats import unit
@@ -172,3 +176,64 @@ def plot_sweep(settings, results, out_dir):
     fig.savefig(out_dir / "sweep.png", dpi=90)
     plt.close(fig)
     return "sweep.png"
+
+
+def pooled_bins(records, backend, variant):
+    """The ECE's per-bin sums of `variant` on `backend`, summed over its
+    finished seeds (`metrics.json`'s `test_calibration_bins`); None without."""
+    found = [
+        r["test_calibration_bins"]
+        for r in records
+        if r["backend"] == backend
+        and r["variant"] == variant
+        and not r["failed"]
+        and r.get("test_calibration_bins")
+    ]
+    if not found:
+        return None
+    return {k: np.sum([np.asarray(b[k], float) for b in found], axis=0) for k in found[0]}
+
+
+def plot_reliability(settings, records, out_dir):
+    """A reliability diagram per loss (columns) and backend (rows): per
+    confidence bin, the accuracy and the mean confidence, pooled over seeds."""
+    plt = _pyplot()
+    backends, variants = settings.backends, settings.variants
+    if not any(pooled_bins(records, b, v.name) for b in backends for v in variants):
+        return None
+    fig, axes = plt.subplots(
+        len(backends),
+        len(variants),
+        figsize=(2.6 * len(variants), 2.8 * len(backends)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    for (row, backend), (col, v) in itertools.product(enumerate(backends), enumerate(variants)):
+        ax = axes[row, col]
+        ax.plot([0, 1], [0, 1], color="gray", lw=1)
+        bins = pooled_bins(records, backend, v.name)
+        if bins is not None:
+            counts = bins["counts"]
+            width = 1.0 / len(counts)
+            left = np.arange(len(counts)) * width
+            seen = counts > 0
+            accuracy = np.divide(bins["correct"], counts, where=seen, out=np.zeros_like(counts))
+            confidence = np.divide(
+                bins["confidences"], counts, where=seen, out=np.zeros_like(counts)
+            )
+            ax.bar(left[seen], accuracy[seen], width, align="edge", color=f"C{col}", alpha=0.7)
+            ax.plot(confidence[seen], accuracy[seen], ".k", markersize=4)
+            ece = expected_calibration_error(counts, bins["confidences"], bins["correct"])
+            ax.text(0.04, 0.9, f"ECE {ece:.3f}", fontsize=8)
+        ax.set_title(f"{v.label}" + (f" ({backend})" if len(backends) > 1 else ""), fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        if row == len(backends) - 1:
+            ax.set_xlabel("confidence")
+        if col == 0:
+            ax.set_ylabel("accuracy")
+    fig.tight_layout()
+    fig.savefig(out_dir / "reliability.png", dpi=90)
+    plt.close(fig)
+    return "reliability.png"

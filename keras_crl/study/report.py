@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 from keras_crl.study import plots
+from keras_crl.study.findings import calibration_findings
 from keras_crl.study.findings import findings
 from keras_crl.study.findings import head_to_head_findings
 from keras_crl.study.findings import p_text
 from keras_crl.study.findings import pct
 from keras_crl.study.findings import signed
 from keras_crl.study.findings import t_text
+from keras_crl.study.stats import CALIBRATION
 from keras_crl.study.stats import POOLED
 from keras_crl.study.stats import analyse
 from keras_crl.study.variants import BASELINE
@@ -39,6 +41,7 @@ def write_report(settings, records, out_dir):
         plots.plot_accuracy(settings, records, results, out_dir),
         plots.plot_curves(settings, records, out_dir),
         plots.plot_sweep(settings, results, out_dir) if settings.sweep else None,
+        plots.plot_reliability(settings, records, out_dir),
     ]
     (out_dir / "report.md").write_text(_markdown(settings, records, results, figures))
     runs = [{k: v for k, v in r.items() if k not in ("log", "config")} for r in records]
@@ -107,6 +110,42 @@ def folds_table(rows):
             f"| {pct(exact['mean'])} ± {pct(exact['std'])} "
             f"| {pct(one_off['mean'])} ± {pct(one_off['std'])} |"
         )
+
+
+# How the report names the calibration figures (stats.CALIBRATION).
+FIGURE_TITLES = {
+    "ece": "ECE",
+    "nll": "NLL",
+    "brier": "Brier",
+    "confidence": "confidence",
+}
+
+
+def calibration_table(calibration):
+    """Each calibration figure per loss: mean ± std over seeds, and the paired
+    Δ vs CE with its own family's Holm-adjusted p (markdown)."""
+    figures = [f for f in CALIBRATION if f in calibration]
+    lines = [
+        "| backend | loss | seeds | "
+        + " | ".join(f"{FIGURE_TITLES[f]} | Δ vs CE (p Holm)" for f in figures)
+        + " |",
+        "|---|---|---|" + "---|---|" * len(figures),
+    ]
+    first = calibration[figures[0]]
+    versus = {
+        (f, c["backend"], c["variant"]): c for f in figures for c in calibration[f]["comparisons"]
+    }
+    for i, row in enumerate(first["summary"]):
+        cells = []
+        for f in figures:
+            s = calibration[f]["summary"][i]
+            c = versus.get((f, row["backend"], row["variant"]))
+            cells.append(f"{pct(s['mean'], 4)} ± {pct(s['std'], 4)}")
+            cells.append(
+                f"{signed(c['mean'], 4)} ({p_text(c.get('p_holm'))})" if c else "(baseline)"
+            )
+        head = f"| {row['backend']} | {row['label']} | {row['n']} | "
+        lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -254,6 +293,8 @@ def _markdown(settings, records, results, plots):
                 "",
             ]
         out += [_sweep_table(settings, results), ""]
+    if results.get("calibration"):
+        out += _calibration_section(settings, results, plots[3])
     out += ["## Training curves", ""]
     if plots[1]:
         out += [
@@ -283,6 +324,34 @@ def _markdown(settings, records, results, plots):
         "",
     ]
     return "\n".join(out)
+
+
+def _calibration_section(settings, results, reliability):
+    out = [
+        "## Calibration",
+        "",
+        "On the test split, of the same weights as the accuracy: expected calibration "
+        "error (ECE, 15 equal-width bins of the top-1 confidence, bin i holding "
+        "(i/15, (i+1)/15]), negative log-likelihood (NLL), Brier score (summed over the "
+        "classes, in [0, 2]) and mean top-1 confidence; lower is better but for the "
+        "confidence, which reads against the accuracy. Δ is the per-seed difference to CE "
+        "on the same backend; each figure's p (Holm) is adjusted over that figure's "
+        "comparisons alone, so accuracy's adjusted p above are as without them.",
+        "",
+        calibration_table(results["calibration"]),
+        "",
+    ]
+    out += [f"- {line}" for line in calibration_findings(settings, results)] + [""]
+    if reliability:
+        out += [
+            f"![Reliability diagrams per loss]({reliability})",
+            "",
+            "Per confidence bin, pooled over the seeds: the bars are the accuracy, the dots "
+            "the mean confidence; a calibrated model stays on the diagonal. The ECE in each "
+            "panel is the pooled bins' (not the mean of the runs' ECEs in the table).",
+            "",
+        ]
+    return out
 
 
 def _seed_text(seeds):

@@ -217,7 +217,9 @@ def collect(settings, out_dir, require_all=True):
         A list of dicts, one per run: backend, variant (name), label, loss,
         alpha, beta, label_smoothing, loss_options, seed, fold (None without folds), failed,
         test_accuracy, test_one_off_accuracy (None where not measured), best_epoch,
-        best_val_accuracy, final_train_loss, seconds_per_epoch, wall_seconds,
+        best_val_accuracy, final_train_loss, seconds_per_epoch, the calibration
+        figures (test_ece, test_nll, test_brier, test_confidence and
+        test_calibration_bins; None for a run trained before them), wall_seconds,
         run (the folder relative to `out_dir`), config (dataset sizes and
         recipe of the run) and log (`log.csv` columns).
 
@@ -252,6 +254,12 @@ def collect(settings, out_dir, require_all=True):
                                 "best_val_accuracy",
                                 "final_train_loss",
                                 "seconds_per_epoch",
+                                # keras_crl.calibration's figures (stats.CALIBRATION)
+                                "test_ece",
+                                "test_nll",
+                                "test_brier",
+                                "test_confidence",
+                                "test_calibration_bins",
                             )
                         },
                     )

@@ -112,6 +112,11 @@ def holm(pvalues):
     return adjusted
 
 
+# The calibration figures a run's metrics.json holds as `test_<name>`
+# (keras_crl.calibration), each compared with CE like accuracy.
+CALIBRATION = ("ece", "nll", "brier", "confidence")
+
+
 def analyse(settings, records):
     """Aggregates per backend and loss, paired comparisons against CE.
 
@@ -124,14 +129,28 @@ def analyse(settings, records):
         adjustment over all of them), `head_to_head` (the authors' CRL,
         alpha 0 and beta 0.25, against every other compared loss, a Holm
         family of its own), `sweep` (the grid, when swept, with its
-        own Holm family) and `backend_agreement`.
+        own Holm family), `backend_agreement` and `calibration` (per
+        figure of `CALIBRATION` that the runs recorded: its `summary` and
+        `comparisons` vs CE, paired by seed like accuracy, each figure a
+        Holm family of its own, so accuracy's adjusted p are as without
+        them).
     """
     accuracy = {
         (r["backend"], r["variant"], unit(r)): percent(r) for r in records if not r["failed"]
     }
-    comparisons = _family(
-        settings, accuracy, [(v, BASELINE) for v in settings.variants if v != BASELINE]
-    )
+    versus_ce = [(v, BASELINE) for v in settings.variants if v != BASELINE]
+    comparisons = _paired_rows(settings, accuracy, versus_ce)
+    calibration = {}
+    for figure in CALIBRATION:
+        values = _figure_values(records, f"test_{figure}")
+        if values:
+            calibration[figure] = {
+                "summary": _figure_summary(settings, values),
+                "comparisons": _paired_rows(settings, values, versus_ce),
+            }
+    # One Holm family each: accuracy's, and each calibration figure's.
+    for family in [comparisons, *(c["comparisons"] for c in calibration.values())]:
+        _adjust(family)
     # What a user deciding on CRL asks: the authors' setting against each
     # other loss, a family of its own.
     head_to_head = (
@@ -150,12 +169,36 @@ def analyse(settings, records):
         "sweep": _sweep(settings, accuracy) if settings.sweep else [],
         "backend_agreement": _backend_agreement(settings, accuracy),
         "folds": _over_folds(settings, records) if settings.folds else [],
+        "calibration": calibration,
     }
 
 
 def unit(record):
     """What a run is paired on across losses: its `(seed, fold)` (fold None without folds)."""
     return (record["seed"], record.get("fold"))
+
+
+def _figure_values(records, key):
+    """(backend, variant, (seed, fold)) -> a finished run's `key`, where recorded."""
+    return {
+        (r["backend"], r["variant"], unit(r)): float(r[key])
+        for r in records
+        if not r["failed"] and r.get(key) is not None
+    }
+
+
+def _figure_summary(settings, values):
+    """Per backend and compared loss: n, mean, std, min, max over seeds."""
+    return [
+        {
+            "backend": backend,
+            "variant": v.name,
+            "label": v.label,
+            **describe(_values(settings, values, backend, v)),
+        }
+        for backend in settings.backends
+        for v in settings.variants
+    ]
 
 
 # `accuracy` below maps (backend, variant name, (seed, fold)) to a finished
@@ -199,6 +242,19 @@ def _complete_seeds(settings, accuracy, *vs):
 def _family(settings, accuracy, pairs):
     """Paired comparisons of `(variant, base)` pairs on every backend and,
     with several backends, on the seed means; Holm-adjusted together."""
+    return _adjust(_paired_rows(settings, accuracy, pairs))
+
+
+def _adjust(rows):
+    """Sets each row's `p_holm`: Holm over these rows' paired t tests alone."""
+    for row, p in zip(rows, holm([r["p_t"] for r in rows])):
+        row["p_holm"] = p
+    return rows
+
+
+def _paired_rows(settings, accuracy, pairs):
+    """`_family`'s rows before Holm's adjustment (`accuracy` may hold any
+    per-run figure)."""
     rows = [_versus(settings, accuracy, b, v, base) for b in settings.backends for v, base in pairs]
     if len(settings.backends) > 1:
         # The seed is the unit of replication; averaging a seed's runs
@@ -210,8 +266,6 @@ def _family(settings, accuracy, pairs):
                 _seed_means(settings, accuracy, base, seeds),
             )
             rows.append({"backend": POOLED, **_pair(v, base), **paired(differences)})
-    for row, p in zip(rows, holm([r["p_t"] for r in rows])):
-        row["p_holm"] = p
     return rows
 
 

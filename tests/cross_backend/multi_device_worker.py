@@ -196,6 +196,7 @@ def evaluated(run_dir):
     return {
         "test_total": len(ds.y_test),
         "test_images": metrics["test_images"],
+        "test_binned": sum(metrics["test_calibration_bins"]["counts"]),
         "test_loss": metrics["test_loss"],
         "test_accuracy": metrics["test_accuracy"],
         "test_loss_first": test(len(ds.y_test) // 32 * 32)[0],

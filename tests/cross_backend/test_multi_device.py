@@ -114,6 +114,8 @@ def assert_training_drops_and_evaluation_counts_every_image(r):
     assert np.all(np.asarray(r["steps_per_epoch"]) == steps), r["steps_per_epoch"]
     assert np.all(np.asarray(r["iterations"]) == steps), r["iterations"]
     assert int(r["test_images"]) == int(r["test_total"]) == 359
+    # The calibration figures count every image once too (weight-0 padding).
+    assert float(r["test_binned"]) == 359
     # metrics.json's test numbers are the saved weights' on all 359 images,
     # evaluated again on one device; the first 352 alone (what dropping the
     # partial batch would give) differ.

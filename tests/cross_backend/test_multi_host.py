@@ -201,6 +201,11 @@ def test_two_processes_train_as_one(two_processes):
     # on two processes as on one.
     metrics = {d: json.loads((tmp / d / "metrics.json").read_text()) for d in ("multi", "single")}
     assert metrics["multi"]["test_images"] == metrics["single"]["test_images"] == 359
+    for d in ("multi", "single"):
+        assert sum(metrics[d]["test_calibration_bins"]["counts"]) == 359, d
+    np.testing.assert_allclose(
+        metrics["multi"]["test_ece"], metrics["single"]["test_ece"], rtol=RTOL
+    )
     assert abs(metrics["multi"]["test_accuracy"] - metrics["single"]["test_accuracy"]) <= 1e-6
     np.testing.assert_allclose(
         metrics["multi"]["test_loss"], metrics["single"]["test_loss"], rtol=RTOL
