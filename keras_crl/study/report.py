@@ -110,6 +110,7 @@ def folds_table(rows):
             f"| {pct(exact['mean'])} ± {pct(exact['std'])} "
             f"| {pct(one_off['mean'])} ± {pct(one_off['std'])} |"
         )
+    return "\n".join(lines)
 
 
 # How the report names the calibration figures (stats.CALIBRATION).
