@@ -1100,6 +1100,57 @@ MUTANTS = [
         ),
         backend="torch",
     ),
+    # --- several hosts (issue 23, points 2 and 6) ---
+    Mutant(
+        "a streaming folder not told its shard: every process decodes the whole batch",
+        "keras_crl/train.py",
+        "        shard_index=shard_index,\n        shard_count=shard_count,\n",
+        "",
+        ("tests/cross_backend/test_multi_host.py::test_each_process_decodes_only_its_own_files",),
+        backend=None,
+    ),
+    Mutant(
+        "every process streams shard 0",
+        "keras_crl/train.py",
+        "    shard_index, shard_count = parallel.process_index_and_count()",
+        "    shard_index, shard_count = 0, parallel.process_index_and_count()[1]",
+        (
+            "tests/cross_backend/test_multi_host.py::test_each_process_decodes_only_its_own_files",
+            "tests/cross_backend/test_multi_host.py::test_streamed_processes_train_as_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "process 1 also saves last.weights.h5",
+        "keras_crl/train.py",
+        "    parallel.barrier()  # the chief's files are complete\n",
+        "    parallel.barrier()  # the chief's files are complete\n    if not chief:\n"
+        '        model.save_weights(run_dir / "last.weights.h5")\n',
+        ("tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder[jax]",),
+        backend=None,
+    ),
+    Mutant(
+        "the JAX join waits three times its time-out",
+        "keras_crl/parallel/_jax.py",
+        "    with deadline(cluster.timeout, message):",
+        "    with deadline(3 * cluster.timeout, message):",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address[jax]",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "the TensorFlow meeting waits three times its time-out",
+        "keras_crl/parallel/_tensorflow.py",
+        "    end = time.monotonic() + cluster.timeout",
+        "    end = time.monotonic() + 3 * cluster.timeout",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address[tensorflow]",
+        ),
+        backend=None,
+    ),
 ]
 
 
