@@ -1151,6 +1151,25 @@ MUTANTS = [
         ),
         backend=None,
     ),
+    Mutant(
+        "torch nodes train each alone: gradients not averaged",
+        "keras_crl/parallel/_torch.py",
+        "    return TorchDataParallel(model)",
+        "    return model",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_two_torch_nodes_without_batch_norm_train_as_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "small_cnn keeps batch norm when asked for none",
+        "keras_crl/models/small_cnn.py",
+        "        if batch_norm:\n",
+        "        if True:\n",
+        ("tests/test_models.py::test_small_cnn_without_batch_norm",),
+        backend="jax",
+    ),
 ]
 
 

@@ -430,3 +430,65 @@ def test_streamed_processes_train_as_one(streamed):
     metrics = {d: json.loads((tmp / d / "metrics.json").read_text()) for d in ("multi", "single")}
     assert metrics["multi"]["test_images"] == metrics["single"]["test_images"]
     assert abs(metrics["multi"]["test_accuracy"] - metrics["single"]["test_accuracy"]) <= 1e-6
+
+
+# --------------------------------------------------------------------------
+# torch across nodes at lr > 0: without batch norm (which each torch process
+# computes over its own share), two nodes train as one process.
+
+
+def test_two_torch_nodes_without_batch_norm_train_as_one(tmp_path):
+    from keras_crl.run_folder import read_weights
+
+    train = [
+        *TRAIN,
+        *["--epochs", "1", "--backend", "torch", "--lr", "0.05", "--no-batch-norm"],
+    ]
+    port = free_port()
+    worker = [sys.executable, "-m", "tests.cross_backend.multi_host_worker"]
+    results = run_together(
+        [
+            *(
+                torchrun(
+                    port,
+                    i,
+                    [str(tmp_path / f"p{i}.npz"), "0", *train, "--run-dir", str(tmp_path / "multi")]
+                    + cluster(f"localhost:{port}", i),
+                )
+                for i in (0, 1)
+            ),
+            [
+                *worker,
+                str(tmp_path / "single.npz"),
+                "0",
+                *train,
+                "--run-dir",
+                str(tmp_path / "one"),
+            ],
+        ],
+        dict(ENV, KERAS_BACKEND="torch"),
+    )
+    for returncode, _, stderr, _ in results:
+        assert returncode == 0, stderr[-4000:]
+    # The layers' weights (the chief saves its model, without the DDP
+    # wrapper's optimizer).
+    weights = {
+        d: {
+            k: v
+            for k, v in read_weights(tmp_path / d / "last.weights.h5").items()
+            if "layers/" in k
+        }
+        for d in ("multi", "one")
+    }
+    assert sorted(weights["multi"]) == sorted(weights["one"]) and len(weights["one"]) == 6
+    assert not [k for k in weights["one"] if "normalization" in k]
+    for key, reference in weights["one"].items():
+        np.testing.assert_allclose(
+            weights["multi"][key],
+            reference,
+            rtol=RTOL,
+            atol=RTOL * np.abs(reference).max(),
+            err_msg=key,
+        )
+    logs = {d: read_log(tmp_path / d / "log.csv") for d in ("multi", "one")}
+    np.testing.assert_allclose(logs["multi"]["loss"], logs["one"]["loss"], rtol=RTOL)
