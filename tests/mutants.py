@@ -1170,6 +1170,29 @@ MUTANTS = [
         ("tests/test_models.py::test_small_cnn_without_batch_norm",),
         backend="jax",
     ),
+    Mutant(
+        "fresh cluster processes resume from the initial weights",
+        "keras_crl/train.py",
+        "    if resume.resuming:\n"
+        '        run_folder.load_state(trainer, run_dir / "state.npz", rank)\n',
+        "",
+        (
+            "tests/cross_backend/test_resume_two_processes.py::"
+            "test_cluster_killed_inside_an_epoch_resumes_in_fresh_processes",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "fresh JAX cluster processes replay the last step done",
+        "keras_crl/train.py",
+        "data = data_lib.EpochRemainder(batches, resume.step)",
+        "data = data_lib.EpochRemainder(batches, resume.step - 1)",
+        (
+            "tests/cross_backend/test_resume_two_processes.py::"
+            "test_cluster_killed_inside_an_epoch_resumes_in_fresh_processes[jax]",
+        ),
+        backend=None,
+    ),
 ]
 
 
