@@ -428,6 +428,14 @@ def _check_loss_parameters(config):
 
 
 def _check_model_options(config):
+    if "batch_norm" in config.model_options:
+        batch_norm = config.model_options["batch_norm"]
+        if not isinstance(batch_norm, bool):
+            raise ConfigError("batch_norm", batch_norm, "must be true or false")
+        if config.model != "small_cnn":
+            raise ConfigError(
+                "batch_norm", batch_norm, f"applies to small_cnn only, not to {config.model}"
+            )
     if "weights" not in config.model_options:
         return
     weights = config.model_options["weights"]

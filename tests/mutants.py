@@ -1427,6 +1427,102 @@ MUTANTS = [
         ("tests/test_train.py::test_run_folder",),
         backend="jax",
     ),
+    # --- several hosts (issue 23, points 2 and 6) ---
+    Mutant(
+        "a streaming folder not told its shard: every process decodes the whole batch",
+        "keras_crl/train.py",
+        "        shard_index=shard_index,\n        shard_count=shard_count,\n",
+        "",
+        ("tests/cross_backend/test_multi_host.py::test_each_process_decodes_only_its_own_files",),
+        backend=None,
+    ),
+    Mutant(
+        "every process streams shard 0",
+        "keras_crl/train.py",
+        "    shard_index, shard_count = parallel.process_index_and_count()",
+        "    shard_index, shard_count = 0, parallel.process_index_and_count()[1]",
+        (
+            "tests/cross_backend/test_multi_host.py::test_each_process_decodes_only_its_own_files",
+            "tests/cross_backend/test_multi_host.py::test_streamed_processes_train_as_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "process 1 also writes an HDF5 weights file",
+        "keras_crl/train.py",
+        "    parallel.barrier()  # the chief's files are complete\n",
+        # (Its own file: Keras' save_weights in process 1 ends the JAX
+        # cluster, a crash rather than a write to see.)
+        "    parallel.barrier()  # the chief's files are complete\n    if not chief:\n"
+        '        with __import__("h5py").File(run_dir / "p1.weights.h5", "w") as f:\n'
+        '            f["w"] = 0\n',
+        ("tests/cross_backend/test_multi_host.py::test_only_the_chief_writes_the_run_folder[jax]",),
+        backend=None,
+    ),
+    Mutant(
+        "the JAX join waits three times its time-out",
+        "keras_crl/parallel/_jax.py",
+        "    with deadline(cluster.timeout, message):",
+        "    with deadline(3 * cluster.timeout, message):",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address[jax]",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "the TensorFlow meeting waits three times its time-out",
+        "keras_crl/parallel/_tensorflow.py",
+        "    end = time.monotonic() + cluster.timeout",
+        "    end = time.monotonic() + 3 * cluster.timeout",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_a_missing_coordinator_or_process_fails_in_time_naming_the_address[tensorflow]",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "torch nodes train each alone: gradients not averaged",
+        "keras_crl/parallel/_torch.py",
+        "    return TorchDataParallel(model)",
+        "    return model",
+        (
+            "tests/cross_backend/test_multi_host.py::"
+            "test_two_torch_nodes_without_batch_norm_train_as_one",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "small_cnn keeps batch norm when asked for none",
+        "keras_crl/models/small_cnn.py",
+        "        if batch_norm:\n",
+        "        if True:\n",
+        ("tests/test_models.py::test_small_cnn_without_batch_norm",),
+        backend="jax",
+    ),
+    Mutant(
+        "fresh cluster processes resume from the initial weights",
+        "keras_crl/train.py",
+        "    if resume.resuming:\n"
+        '        run_folder.load_state(trainer, run_dir / "state.npz", rank)\n',
+        "",
+        (
+            "tests/cross_backend/test_resume_two_processes.py::"
+            "test_cluster_killed_inside_an_epoch_resumes_in_fresh_processes",
+        ),
+        backend=None,
+    ),
+    Mutant(
+        "fresh JAX cluster processes replay the last step done",
+        "keras_crl/train.py",
+        "data = data_lib.EpochRemainder(batches, resume.step)",
+        "data = data_lib.EpochRemainder(batches, resume.step - 1)",
+        (
+            "tests/cross_backend/test_resume_two_processes.py::"
+            "test_cluster_killed_inside_an_epoch_resumes_in_fresh_processes[jax]",
+        ),
+        backend=None,
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

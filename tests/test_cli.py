@@ -45,6 +45,10 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
         (["train", "--checkpoint-every", "0"], "checkpoint-every '0'"),
         (["train", "--keep-checkpoints", "0"], "keep-checkpoints 0"),
         (["train", "--coordinator", "localhost:1"], "go together"),
+        (
+            ["train", "--model", "resnet18", "--no-batch-norm"],
+            "--no-batch-norm: applies to small_cnn only, not to resnet18",
+        ),
         (cluster_flags("localhost", 2, 0), "must be HOST:PORT.*'localhost'"),
         (cluster_flags("localhost:1", 2, 2), r"process_id must be in \[0, 2\)"),
     ):

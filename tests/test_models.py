@@ -136,6 +136,25 @@ def test_small_cnn_on_digits_sized_images():
     assert last < first
 
 
+def test_small_cnn_without_batch_norm():
+    from keras_crl.cli.flags import build_parser
+    from keras_crl.cli.flags import config_from_args
+
+    model = get_model("small_cnn", input_shape=(8, 8, 1), batch_norm=False)
+    assert not [layer for layer in model.layers if "normalization" in type(layer).__name__.lower()]
+    # Conv biases instead: 9*32 + 32, 9*32*64 + 64, then 64*10 + 10.
+    assert count_trainable(model) == 19_466
+    # Each example's logits depend on that example alone (no batch statistics
+    # in training): a batch's outputs are its halves' outputs.
+    x = images(4, (8, 8, 1))
+    whole = keras.ops.convert_to_numpy(model(x, training=True))
+    halves = [keras.ops.convert_to_numpy(model(x[i : i + 2], training=True)) for i in (0, 2)]
+    np.testing.assert_allclose(whole, np.concatenate(halves), rtol=1e-6, atol=1e-6)
+    args = build_parser().parse_args(["train", "--no-batch-norm"])
+    assert config_from_args(args, "run").model_options == {"batch_norm": False}
+    assert config_from_args(build_parser().parse_args(["train"]), "run").model_options == {}
+
+
 # TensorFlow's own CPU kernels take channels-last only: channels-first runs
 # where a GPU or oneDNN is (backends.takes_channels_first), else is refused.
 channels_first_runs = pytest.mark.skipif(

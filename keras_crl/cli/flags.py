@@ -28,6 +28,7 @@ FLAG_FIELDS = {
     "data_workers": ("dataset_options",),
     "fold": ("dataset_options",),
     "weights": ("model_options",),
+    "batch_norm": ("model_options",),
     "data_dir": ("data_dir", "dataset_options"),
     "loss": ("loss", "loss_options", "label_smoothing"),
     "channels_first": ("data_format",),
@@ -105,6 +106,12 @@ def _add_data_and_recipe_arguments(parser, defaults):
         "--recipe",
         default="paper",
         help="paper (default), cosine, imagenet or finegrained (see docs/guide/benchmarks.md)",
+    )
+    add(
+        "--no-batch-norm",
+        dest="batch_norm",
+        action="store_false",
+        help="small_cnn: no batch normalization (conv biases instead)",
     )
     add(
         "--epochs",
@@ -384,6 +391,11 @@ def flag_of(parser, command, field):
     return field
 
 
+def _model_options(args):
+    options = {} if args.weights is None else {"weights": args.weights}
+    return options if args.batch_norm else {**options, "batch_norm": False}
+
+
 def _loss_fields(args):
     """The `TrainConfig` fields of `--loss` and its parameters.
 
@@ -457,7 +469,7 @@ def config_from_args(args, run_dir):
         validation_split=args.validation_split,
         data_dir=None if "path" in options else args.data_dir,
         dataset_options=options,
-        model_options={} if args.weights is None else {"weights": args.weights},
+        model_options=_model_options(args),
         limit=args.limit,
         run_dir=run_dir,
         jit={"auto": "auto", "on": True, "off": False}[args.jit],

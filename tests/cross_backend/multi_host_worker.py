@@ -16,14 +16,25 @@ the code under test:
   call was given (`keras.Model.fit` / `evaluate` wrapped), and
   `initial_epoch{call}` and `steps{call}` (train batches run per epoch) of
   each `fit`.
-- `writes`: every path under the run folder this process opened for
-  writing, renamed, created or removed (Python's audit events: `open`,
-  `os.rename`, `os.mkdir`, `os.remove`; HDF5 weights files are written by C
-  code, which these do not see, next to the JSON, CSV and NPZ files they do).
+- `writes`: every path outside the system's own folders (`/dev`, `/proc`,
+  `/sys`) and JAX's compilation cache this process opened for writing, renamed, replaced, created or
+  removed (Python's audit events: `open`, `os.rename` (also `os.replace`
+  and `shutil.move`), `os.mkdir`, `os.remove`), and every HDF5 file it
+  opened for writing (`h5py`'s C library writes past the audit events: its
+  file opener `h5py._hl.files.make_fid`, which every `h5py.File` calls, is
+  wrapped). `np.savez` writes through `open`.
+- `decoded`: the files a shuffled (training) `FolderStream` decoded, in
+  order (`FolderStream.load` wrapped).
+
+It also prints `keras-crl-test: joining at T` (T: `time.monotonic()`, one
+clock for every process of the machine) to stderr when `keras-crl` starts to
+join the cluster (`keras_crl.parallel.join` wrapped), so a test can time the
+join itself, not the imports before it.
 """
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -35,23 +46,77 @@ FED = []  # (kind, first batch's images, initial_epoch, steps per epoch)
 WRITES = set()
 
 
+# Not keras-crl's writes: the system's, and JAX's compilation cache (which
+# the suite points at one shared folder, tests/conftest.py).
+SYSTEM = ("/dev/", "/proc/", "/sys/")
+if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    SYSTEM += (os.path.realpath(os.environ["JAX_COMPILATION_CACHE_DIR"]),)
+DECODED = []  # the files a shuffled FolderStream decoded
+
+
 def watch_writes(run_dir):
+    """Records every write of this process: under `run_dir` relative to it,
+    elsewhere as an absolute path."""
     run_dir = os.path.realpath(run_dir)
+
+    def record(path):
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return  # a file descriptor: opened for writing before, and recorded then
+        path = os.path.realpath(os.fsdecode(path))
+        if path == run_dir or path.startswith(run_dir + os.sep):
+            WRITES.add(os.path.relpath(path, run_dir))
+        elif not path.startswith(SYSTEM):
+            WRITES.add(path)
 
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
-            writing = (mode and any(c in mode for c in "wax+")) or (
+            if (mode and any(c in mode for c in "wax+")) or (
                 flags and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
-            )
-        else:
-            path, writing = args[0], event in ("os.rename", "os.mkdir", "os.remove")
-        if writing and isinstance(path, (str, bytes, os.PathLike)):
-            path = os.path.realpath(os.fsdecode(path))
-            if path == run_dir or path.startswith(run_dir + os.sep):
-                WRITES.add(os.path.relpath(path, run_dir))
+            ):
+                record(path)
+        elif event in ("os.rename", "os.mkdir", "os.remove"):
+            record(args[0])
+            if event == "os.rename":
+                record(args[1])
 
     sys.addaudithook(hook)
+    import h5py._hl.files
+
+    make_fid = h5py._hl.files.make_fid
+
+    def recording_make_fid(name, mode, *args, **kwargs):
+        if mode != "r":
+            record(name)
+        return make_fid(name, mode, *args, **kwargs)
+
+    h5py._hl.files.make_fid = recording_make_fid
+
+
+def record_decodes():
+    from keras_crl.data.stream import FolderStream
+
+    load = FolderStream.load
+
+    def recording_load(self, file, rng):
+        if self.shuffle:
+            DECODED.append(os.path.basename(file))
+        return load(self, file, rng)
+
+    FolderStream.load = recording_load
+
+
+def time_join():
+    from keras_crl import parallel
+
+    join = parallel.join
+
+    def timed_join(cluster):
+        sys.stderr.write(f"keras-crl-test: joining at {time.monotonic()}\n")
+        sys.stderr.flush()
+        return join(cluster)
+
+    parallel.join = timed_join
 
 
 class CountSteps(keras.callbacks.Callback):
@@ -86,7 +151,11 @@ def main(out, resume_epochs, train_args):
     run_dir = train_args[train_args.index("--run-dir") + 1]
     watch_writes(run_dir)
     record_feeds()
-    assert cli.main(train_args) == 0
+    record_decodes()
+    time_join()
+    status = cli.main(train_args)
+    if status:
+        sys.exit(status)  # e.g. 2: could not join the cluster
     if resume_epochs:
         assert cli.main([*train_args, "--resume", "--epochs", str(resume_epochs)]) == 0
     arrays, first = {}, 0
@@ -101,6 +170,8 @@ def main(out, resume_epochs, train_args):
         arrays[f"fed{call}"] = images
         arrays[f"initial_epoch{call}"] = initial_epoch
         arrays[f"steps{call}"] = np.array(steps, dtype=np.int64)
+    if DECODED:
+        arrays["decoded"] = np.array(DECODED)
     np.savez(Path(out), **arrays)
 
 
