@@ -1523,6 +1523,14 @@ MUTANTS = [
         ),
         backend=None,
     ),
+    Mutant(
+        "an empty validation split divides its loss scale by zero",
+        "keras_crl/data/pipeline.py",
+        "self.images if self.images else 1.0",
+        "self.images",
+        (f"{DATA}test_padded_batches_of_no_images_rescale_nothing",),
+        backend="jax",
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

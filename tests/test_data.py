@@ -761,3 +761,12 @@ def test_fit_on_pipeline_advances_epoch():
     assert _served_in(pipeline, 1) == everything
     assert _served_in(pipeline, 2) == everything
     assert pipeline.epoch == 3
+
+
+@pytest.mark.once_per_suite
+def test_padded_batches_of_no_images_rescale_nothing():
+    # --validation-split 0 on several devices: an empty validation split, whose
+    # loss scale (padded over real images) must not divide by zero.
+    source = BatchPipeline(np.zeros((0, 2, 2, 1)), np.zeros(0, int), 4, mean=[0.0], std=[1.0])
+    padded = data.PaddedBatches(source, 4, images=0)
+    assert len(padded) == 0 and padded.loss_scale == 1.0

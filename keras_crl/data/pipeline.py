@@ -354,8 +354,9 @@ class PaddedBatches(keras.utils.PyDataset):
     @property
     def loss_scale(self):
         """Padded over real images: Keras' loss mean times this is the images' mean
-        (for a loss reduced by `sum_over_batch_size`, as every built-in one)."""
-        return len(self) * self.batch_size / self.images
+        (for a loss reduced by `sum_over_batch_size`, as every built-in one); 1 for
+        no images (`--validation-split 0`: nothing to rescale)."""
+        return len(self) * self.batch_size / self.images if self.images else 1.0
 
     def __len__(self):
         return len(self.source)
