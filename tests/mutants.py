@@ -326,8 +326,8 @@ MUTANTS = [
     Mutant(
         "each torch process trains on the whole batch",
         "keras_crl/parallel/sharding.py",
-        "        return x[part], y[part]",
-        "        return x, y",
+        "        return tuple(array[part] for array in self.pipeline[index])",
+        "        return self.pipeline[index]",
         (
             "tests/cross_backend/test_multi_device.py::test_two_torch_processes_train_on_their_shares",
             "tests/cross_backend/test_multi_device.py::test_two_torch_processes_average_batch_norm_statistics",
@@ -815,8 +815,8 @@ MUTANTS = [
     Mutant(
         "keras-hub backbone ignores data_format",
         "keras_crl/models/applications.py",
-        "        image_shape=tuple(input_shape),\n        data_format=data_format,\n",
-        "        image_shape=tuple(input_shape),\n",
+        "            image_shape=tuple(input_shape),\n            data_format=data_format,\n",
+        "            image_shape=tuple(input_shape),\n",
         (f"{ZOO}test_keras_hub_backbone_trains_with_crl",),
     ),
     Mutant(
@@ -1028,15 +1028,15 @@ MUTANTS = [
     Mutant(
         "--weights ignored: the backbone starts seeded",
         "keras_crl/cli/flags.py",
-        '        model_options={} if args.weights is None else {"weights": args.weights},',
-        "        model_options={},",
+        '    options = {} if args.weights is None else {"weights": args.weights}',
+        "    options = {}",
         (f"{BENCH}test_fine_tuning_starts_from_a_saved_backbone",),
         backend="jax",
     ),
     Mutant(
         "--weights on a model that has no backbone passes the check",
         "keras_crl/config.py",
-        "    if not str(config.model).startswith(models_lib.APP_PREFIX):",
+        "    if not str(config.model).startswith((models_lib.APP_PREFIX, models_lib.HUB_PREFIX)):",
         "    if False:",
         (f"{BENCH}test_benchmark_flags_refuse_what_does_not_apply",),
         backend="jax",
