@@ -444,3 +444,14 @@ def test_calibration_has_holm_families_of_its_own(tmp_path):
 
     pooled = pooled_bins(calibrated, "jax", "ce")
     assert pooled["counts"][14] == 5 * 259.0 and pooled["correct"][13] == 5 * 90.0
+
+
+@pytest.mark.once_per_suite
+def test_the_reports_command_keeps_the_model_option_and_the_threads():
+    from keras_crl.study.settings import command_line
+
+    training = {"dataset": "digits", "model": "small_cnn", "model_options": {"batch_norm": False}}
+    settings = study.resolve_settings(training, backends="jax", seeds=2)
+    settings.threads = 3
+    command = command_line(settings, "out")
+    assert "--no-batch-norm" in command and "--threads-per-run 3" in command

@@ -229,6 +229,7 @@ def run_study(parser, args, argv):
             setattr(args, dest, value)
         variants = preset.variants()
     from keras_crl.study import ray_executor
+    from keras_crl.study.settings import command_line
 
     ray_executor.check_options(args.cpus_per_run, args.gpus_per_run, args.threads)
     current = keras.backend.backend()
@@ -253,6 +254,7 @@ def run_study(parser, args, argv):
         flush=True,
     )
     settings.threads = args.threads
+    settings.command = command_line(settings, args.out_dir)  # with the threads
     if args.executor == "ray":
         results = ray_executor.run(
             settings,

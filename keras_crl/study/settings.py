@@ -226,6 +226,10 @@ def command_line(settings, out_dir):
     ]
     if tr["augment"] is False:
         parts.append("--no-augment")
+    if tr.get("model_options", {}).get("batch_norm") is False:
+        parts.append("--no-batch-norm")
+    if settings.threads is not None:
+        parts.append(f"--threads-per-run {settings.threads}")
     if tr.get("deterministic") is False:
         parts.append("--no-deterministic")
     if settings.seeds == list(range(len(settings.seeds))):
