@@ -1374,6 +1374,14 @@ MUTANTS = [
         backend="jax",
     ),
     Mutant(
+        "ray: a study with folds trains one task per seed, every fold's in one folder",
+        "keras_crl/study/ray_executor.py",
+        "        for seed, fold in settings.units()\n",
+        "        for seed, fold in ((s, None) for s in settings.seeds)\n",
+        (f"{RAY}test_a_study_with_folds_is_one_task_per_seed_and_fold",),
+        backend="jax",
+    ),
+    Mutant(
         "ray: the local instance takes the machine's outward address",
         "keras_crl/study/ray_executor.py",
         '        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")',

@@ -293,3 +293,26 @@ def test_a_bad_cpus_per_run_names_the_flag(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "keras-crl study: error: --threads-per-run 0: must be an integer of at least 1"
     ]
+
+
+def test_a_study_with_folds_is_one_task_per_seed_and_fold(tmp_path):
+    # Adience's protocol on Ray: the tasks are the sequential executor's runs,
+    # one per (loss, seed, test fold), each in its fold's folder.
+    from keras_crl.study import ray_executor
+    from keras_crl.study.settings import StudySettings
+    from keras_crl.study.settings import run_dir
+    from keras_crl.study.variants import variant
+
+    ce, crl = variant("ce"), variant("crl", beta=0.25)
+    settings = StudySettings(
+        training={}, seeds=[0, 1], backends=["jax"], variants=[ce, crl], folds=[0, 1, 2]
+    )
+    todo = ray_executor.missing_runs(settings, tmp_path)
+    assert len(todo) == 2 * 2 * 3
+    assert {(seed, fold) for _, _, seed, fold in todo} == set(settings.units())
+    done = run_dir(tmp_path, "jax", crl, 1, 2)
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    assert ("jax", crl, 1, 2) not in ray_executor.missing_runs(settings, tmp_path)
+    assert done.name == "fold-2"
+    assert ray_executor._tag("jax", crl, 1, 2) == f"jax/{crl.name}/seed1/fold-2"

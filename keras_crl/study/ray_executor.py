@@ -75,45 +75,6 @@ def run(
     progress=None,
 ):
     """
-    if settings.folds:
-        raise ConfigError(
-            "folds",
-            "all",
-            "the Ray executor trains one task per (loss, seed) so far; "
-            "run a study with folds with --executor sequential",
-        )Trains every missing run of `settings` as a Ray task, then writes the report.
-
-    Args:
-        settings: A `StudySettings`. Its `threads`, when `None`, become
-            `cpus_per_run` (rounded down, at least 1) and are saved in
-            `study.json`.
-        out_dir: The study folder, at the same path on every worker.
-        address: A running cluster's address (`ray start --head` prints it);
-            `None` starts a local instance on 127.0.0.1.
-        cpus_per_run: CPUs each run asks Ray for.
-        gpus_per_run: GPUs each run asks Ray for (fractions share a GPU).
-        num_cpus: The local instance's CPUs (default: all of this machine's).
-        checkpoint_steps: Also checkpoint every this many steps inside an
-            epoch, so a retried run loses at most this many.
-        echo: Where lines for each run go.
-        progress: A `Progress`; default: one on `sys.stderr`, quiet when it
-            is not a terminal.
-
-    Returns:
-        The aggregates written to `results.json`.
-
-    Raises:
-        MissingOptionalDependency: Ray is not installed.
-        RuntimeError: A run is still missing after its retries, or the
-            local instance does not listen on loopback only.
-
-    Example:
-
-    ```python
-    from keras_crl import study
-    from keras_crl.study import ray_executor
-
-    settings = study.resolve_settings({"dataset": "digits"}, seeds=2, backends="jax,torch")
     ray_executor.run(settings, "runs/study", gpus_per_run=1)
     ```
     """
@@ -150,14 +111,15 @@ def run(
 
 
 def missing_runs(settings, out_dir):
-    """The (backend, variant, seed) runs with neither `metrics.json` nor `failed.json`."""
+    """The (backend, variant, seed, fold) runs with neither `metrics.json` nor
+    `failed.json` (fold None without folds)."""
     return [
-        (backend, v, seed)
+        (backend, v, seed, fold)
         for backend in settings.backends
         for v in settings.all_variants()
-        for seed in settings.seeds
+        for seed, fold in settings.units()
         if not any(
-            (run_dir(out_dir, backend, v, seed) / name).exists()
+            (run_dir(out_dir, backend, v, seed, fold) / name).exists()
             for name in ("metrics.json", "failed.json")
         )
     ]
@@ -191,22 +153,24 @@ def _start_ray(address, num_cpus):
 def _train_all(ray, todo, settings, out_dir, cpus, gpus, checkpoint_steps, echo, progress):
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)(train_in_process)
     refs = {
-        task.remote(out_dir, backend, v.name, seed, settings.threads, checkpoint_steps): (
+        task.remote(out_dir, backend, v.name, seed, fold, settings.threads, checkpoint_steps): (
             backend,
             v,
             seed,
+            fold,
         )
-        for backend, v, seed in todo
+        for backend, v, seed, fold in todo
     }
     pending = list(refs)
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
-                backend, v, seed = refs[ref]
-                failed = _outcome(ray, ref, run_dir(out_dir, backend, v, seed))
+                backend, v, seed, fold = refs[ref]
+                failed = _outcome(ray, ref, run_dir(out_dir, backend, v, seed, fold))
                 progress.finished(failed)
-                echo(f"[{backend}] {v.label:<18} seed {seed}: {failed or 'done'}", flush=True)
+                where = f"seed {seed}" + ("" if fold is None else f" fold {fold}")
+                echo(f"[{backend}] {v.label:<18} {where}: {failed or 'done'}", flush=True)
             running = sum(run_folder.is_locked(run_dir(out_dir, *refs[r])) for r in pending)
             progress.show(running)
     except KeyboardInterrupt:
@@ -240,7 +204,7 @@ def run_folder_error(folder):
     return json.loads((Path(folder) / "failed.json").read_text())["error"]
 
 
-def train_in_process(out_dir, backend, variant_name, seed, threads, checkpoint_steps):
+def train_in_process(out_dir, backend, variant_name, seed, fold, threads, checkpoint_steps):
     """One run's Ray task: trains it in a process of its backend and waits for it.
 
     The process gets a parent-death signal, so it dies with the Ray worker.
@@ -249,11 +213,11 @@ def train_in_process(out_dir, backend, variant_name, seed, threads, checkpoint_s
         RuntimeError: The process failed without recording why; the message
             ends with its last output.
     """
-    folder = run_dir(out_dir, backend, _variant(out_dir, variant_name), seed)
+    folder = run_dir(out_dir, backend, _variant(out_dir, variant_name), seed, fold)
     logs = Path(out_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{backend}-{variant_name}-seed{seed}.log"
-    args = [out_dir, variant_name, seed]
+    log_path = logs / f"{_tag(backend, variant_name, seed, fold).replace('/', '-')}.log"
+    args = [out_dir, variant_name, seed, "-" if fold is None else fold]
     if checkpoint_steps:
         args.append(checkpoint_steps)
     with open(log_path, "a") as log:
@@ -293,8 +257,9 @@ def _variant(out_dir, name):
     raise ValueError(f"{out_dir}/study.json has no loss named {name!r}.")
 
 
-def _tag(backend, v, seed):
-    return f"{backend}/{v.name}/seed{seed}"
+def _tag(backend, v, seed, fold=None):
+    name = v if isinstance(v, str) else v.name
+    return f"{backend}/{name}/seed{seed}" + ("" if fold is None else f"/fold-{fold}")
 
 
 class Progress:
@@ -338,22 +303,24 @@ class Progress:
 
 
 def main(argv=None):
-    """`python -m keras_crl.study.ray_executor OUT_DIR VARIANT SEED [CHECKPOINT_STEPS]`."""
+    """`python -m keras_crl.study.ray_executor OUT_DIR VARIANT SEED FOLD [CHECKPOINT_STEPS]`
+    (FOLD `-` without folds)."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (3, 4):
+    if len(argv) not in (4, 5):
         raise SystemExit(main.__doc__)
     from keras_crl.study.runner import train_one
 
     out_dir, name, seed = argv[0], argv[1], int(argv[2])
-    steps = int(argv[3]) if len(argv) == 4 else None
+    fold = None if argv[3] == "-" else int(argv[3])
+    steps = int(argv[4]) if len(argv) == 5 else None
     settings = load_settings(out_dir)
     v = _variant(out_dir, name)
     import keras
 
     try:
-        train_one(out_dir, settings, v, seed, checkpoint_steps=steps)
+        train_one(out_dir, settings, v, seed, fold, checkpoint_steps=steps)
     except Exception as error:  # the run's own failure: recorded, the study goes on
-        folder = run_dir(out_dir, keras.backend.backend(), v, seed)
+        folder = run_dir(out_dir, keras.backend.backend(), v, seed, fold)
         message = f"{type(error).__name__}: {error}"
         run_folder.write_json(folder / "failed.json", {"error": message})
         print(f"error: {message}", file=sys.stderr)
