@@ -936,7 +936,7 @@ MUTANTS = [
     ),
     Mutant(
         "--no-deterministic ignored: the command line always asks for deterministic kernels",
-        "keras_crl/cli/flags.py",
+        "keras_crl/cli/to_config.py",
         "        deterministic=args.deterministic,\n",
         "        deterministic=True,\n",
         (f"{JIT}test_jit_on_runs_xla_on_tensorflow",),
@@ -1019,7 +1019,7 @@ MUTANTS = [
     ),
     Mutant(
         "--fold ignored: Adience always tests on fold 0",
-        "keras_crl/cli/flags.py",
+        "keras_crl/cli/to_config.py",
         '        options["fold"] = args.fold',
         "        pass",
         (f"{BENCH}test_adience_fold_trains_and_reports_one_off_accuracy",),
@@ -1027,7 +1027,7 @@ MUTANTS = [
     ),
     Mutant(
         "--weights ignored: the backbone starts seeded",
-        "keras_crl/cli/flags.py",
+        "keras_crl/cli/to_config.py",
         '    options = {} if args.weights is None else {"weights": args.weights}',
         "    options = {}",
         (f"{BENCH}test_fine_tuning_starts_from_a_saved_backbone",),

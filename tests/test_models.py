@@ -138,7 +138,7 @@ def test_small_cnn_on_digits_sized_images():
 
 def test_small_cnn_without_batch_norm():
     from keras_crl.cli.flags import build_parser
-    from keras_crl.cli.flags import config_from_args
+    from keras_crl.cli.to_config import config_from_args
 
     model = get_model("small_cnn", input_shape=(8, 8, 1), batch_norm=False)
     assert not [layer for layer in model.layers if "normalization" in type(layer).__name__.lower()]

@@ -12,8 +12,8 @@ import pytest
 
 from keras_crl import cli
 from keras_crl.cli.flags import build_parser
-from keras_crl.cli.flags import config_from_args
 from keras_crl.cli.flags import given_flags
+from keras_crl.cli.to_config import config_from_args
 from keras_crl.config import TrainConfig
 from keras_crl.config import check_config
 from keras_crl.study.benchmarks import BENCHMARKS

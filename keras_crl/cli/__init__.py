@@ -24,9 +24,9 @@ import sys
 
 from keras_crl.cli.flags import CHECKPOINT_EVERY
 from keras_crl.cli.flags import build_parser
-from keras_crl.cli.flags import config_from_args
 from keras_crl.cli.flags import flag_of
 from keras_crl.cli.flags import parse_every
+from keras_crl.cli.to_config import config_from_args
 
 __all__ = ["CHECKPOINT_EVERY", "build_parser", "config_from_args", "main", "parse_every"]
 

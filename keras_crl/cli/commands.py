@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from keras_crl.backends import check_backends
-from keras_crl.cli.flags import config_from_args
 from keras_crl.cli.flags import given_flags
-from keras_crl.cli.flags import resume_from_run_folder
+from keras_crl.cli.to_config import config_from_args
+from keras_crl.cli.to_config import resume_from_run_folder
 
 
 def cluster_from_args(args):
