@@ -331,7 +331,8 @@ MUTANTS = [
         (
             "tests/cross_backend/test_multi_device.py::test_two_torch_processes_train_on_their_shares",
             "tests/cross_backend/test_multi_device.py::test_two_torch_processes_average_batch_norm_statistics",
-            "tests/cross_backend/test_multi_device.py::test_train_command_with_two_torch_processes",
+            # Not test_train_command_with_two_torch_processes: it sees the shares only
+            # through a moving variance 1e-5 lower, which the mutant sometimes passes.
         ),
         backend=None,
     ),
