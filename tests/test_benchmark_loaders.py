@@ -239,12 +239,19 @@ AGES = {
 @pytest.fixture
 def adience(tmp_path):
     """Five folds of two users each; every user has one face per age string."""
-    root = tmp_path / "adience"
+    return write_adience(
+        tmp_path / "adience", lambda fold: (f"{fold}0000@N0{fold}", f"{fold}1111@N0{fold}")
+    )
+
+
+def write_adience(root, users, ages=AGES):
+    """Adience's fold files and aligned faces under `root`: fold k holds
+    `users(k)`, each with one face per age string of `ages` (age -> group)."""
     face_id = 0
     for fold in range(5):
         rows = [HEADER]
-        for user in (f"{fold}0000@N0{fold}", f"{fold}1111@N0{fold}"):
-            for age, group in AGES.items():
+        for user in users(fold):
+            for age, group in ages.items():
                 face_id += 1
                 original = f"{face_id}0000_abc_o.jpg"
                 rows.append(f"{user}\t{original}\t{face_id}\t{age}\tf\t0\t0\t9\t9\t0\t0\t50")

@@ -16,9 +16,7 @@ import pytest
 from keras_crl import cli
 from keras_crl import study
 from keras_crl.study import stats
-from tests.test_benchmark_loaders import HEADER
-from tests.test_benchmark_loaders import WHOLE
-from tests.test_benchmark_loaders import write_jpeg
+from tests.test_benchmark_loaders import write_adience
 
 # One face per age group and a face without an age, per user: every group has
 # neighbours in the data, so one-off accuracy counts more than exact accuracy
@@ -44,21 +42,11 @@ def fold_faces(fold):
 @pytest.fixture
 def adience_folds(tmp_path):
     """Fold k: k + 1 users, one face per age string each."""
-    root = tmp_path / "adience"
-    face_id = 0
-    for fold in range(5):
-        rows = [HEADER]
-        for u in range(fold + 1):
-            user = f"{fold}{u}000@N0{fold}"
-            for age, group in AGES.items():
-                face_id += 1
-                original = f"{face_id}0000_abc_o.jpg"
-                rows.append(f"{user}\t{original}\t{face_id}\t{age}\tf\t0\t0\t9\t9\t0\t0\t50")
-                if group is not None:
-                    path = root / "aligned" / user / f"landmark_aligned_face.{face_id}.{original}"
-                    write_jpeg(str(path), (20 + 25 * group, 0, 40 * fold), box=WHOLE)
-        (root / f"fold_{fold}_data.txt").write_text("\n".join(rows) + "\n")
-    return root
+    return write_adience(
+        tmp_path / "adience",
+        lambda fold: [f"{fold}{u}000@N0{fold}" for u in range(fold + 1)],
+        AGES,
+    )
 
 
 def _train_args(root, run_dir):
