@@ -187,6 +187,19 @@ def test_each_process_feeds_its_half_of_every_global_batch(two_processes):
         assert {len(batch) for p in ("p0", "p1") for batch in fed(r[p], kind)} == {8}
 
 
+def assert_close_by_name(actual, expected):
+    """Each array of `expected` (name -> array) against `actual`'s, to RTOL of
+    the array's own scale."""
+    for name, reference in expected.items():
+        np.testing.assert_allclose(
+            actual[name],
+            reference,
+            rtol=RTOL,
+            atol=RTOL * np.abs(reference).max(),
+            err_msg=name,
+        )
+
+
 def test_two_processes_train_as_one(two_processes):
     # Loss, accuracy, validation (log.csv) and weights, batch-norm statistics
     # and optimizer state (state.npz) after 12 steps: two processes, resumed
@@ -216,15 +229,7 @@ def test_two_processes_train_as_one(two_processes):
     states = {d: np.load(tmp / d / "state.npz") for d in ("multi", "single")}
     assert sorted(states["multi"].files) == sorted(states["single"].files)
     assert int(states["multi"]["o0"]) == 12 and int(states["multi"]["epoch"]) == 3
-    for name in states["single"].files:
-        reference = states["single"][name]
-        np.testing.assert_allclose(
-            states["multi"][name],
-            reference,
-            rtol=RTOL,
-            atol=RTOL * np.abs(reference).max(),
-            err_msg=name,
-        )
+    assert_close_by_name(states["multi"], {n: states["single"][n] for n in states["single"].files})
 
 
 def assert_torch_batch_norm_mean_as_one(tmp):
@@ -424,14 +429,7 @@ def test_streamed_processes_train_as_one(streamed):
     _, tmp = streamed
     weights = {d: read_weights(tmp / d / "last.weights.h5") for d in ("multi", "single")}
     assert sorted(weights["multi"]) == sorted(weights["single"])
-    for key, reference in weights["single"].items():
-        np.testing.assert_allclose(
-            weights["multi"][key],
-            reference,
-            rtol=RTOL,
-            atol=RTOL * np.abs(reference).max(),
-            err_msg=key,
-        )
+    assert_close_by_name(weights["multi"], weights["single"])
     metrics = {d: json.loads((tmp / d / "metrics.json").read_text()) for d in ("multi", "single")}
     assert metrics["multi"]["test_images"] == metrics["single"]["test_images"]
     assert abs(metrics["multi"]["test_accuracy"] - metrics["single"]["test_accuracy"]) <= 1e-6
@@ -487,13 +485,6 @@ def test_two_torch_nodes_without_batch_norm_train_as_one(tmp_path):
     }
     assert sorted(weights["multi"]) == sorted(weights["one"]) and len(weights["one"]) == 6
     assert not [k for k in weights["one"] if "normalization" in k]
-    for key, reference in weights["one"].items():
-        np.testing.assert_allclose(
-            weights["multi"][key],
-            reference,
-            rtol=RTOL,
-            atol=RTOL * np.abs(reference).max(),
-            err_msg=key,
-        )
+    assert_close_by_name(weights["multi"], weights["one"])
     logs = {d: read_log(tmp_path / d / "log.csv") for d in ("multi", "one")}
     np.testing.assert_allclose(logs["multi"]["loss"], logs["one"]["loss"], rtol=RTOL)
