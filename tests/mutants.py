@@ -9,11 +9,14 @@ runs the tests that guard that promise (its guards), on one backend
 is caught when every one of its guards has a failing test: a guard that
 still passes with the promise broken guards nothing. A mutant whose code is
 no longer found exactly once is stale: keep this list in step with the code.
+A guard stops at its first failing test (tests/guard_plugin.py): the rest
+of it cannot change the verdict.
 Not part of `make test`: it reruns parts of the suite once per mutant.
 """
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -1591,9 +1594,15 @@ def failed_guards(mutant, tree, report):
     env.pop("KERAS_BACKEND", None)
     if mutant.backend:
         env["KERAS_BACKEND"] = mutant.backend
-    # The copy must be what runs, not the installed package.
+    env["MUTANT_GUARDS"] = json.dumps(mutant.guards)
+    # The copy must be what runs, not the installed package (found without
+    # importing it: a Keras import per mutant is seconds).
     where = subprocess.run(
-        [sys.executable, "-c", "import keras_crl; print(keras_crl.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util; print(importlib.util.find_spec('keras_crl').origin)",
+        ],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -1610,6 +1619,8 @@ def failed_guards(mutant, tree, report):
                 "-q",
                 "-p",
                 "no:cacheprovider",
+                "-p",
+                "tests.guard_plugin",
                 f"--junitxml={report}",
                 *mutant.guards,
             ],
