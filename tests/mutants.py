@@ -1543,6 +1543,14 @@ MUTANTS = [
         (f"{DATA}test_padded_batches_of_no_images_rescale_nothing",),
         backend="jax",
     ),
+    Mutant(
+        "Ctrl-C is a traceback, not one line and exit 130",
+        "keras_crl/cli/__init__.py",
+        "        return 130",
+        "        raise",
+        (f"{RAY}test_ctrl_c_stops_every_process_and_the_same_command_finishes",),
+        backend="jax",
+    ),
 ]
 
 # The resume mutants once more on JAX and on TensorFlow: each backend saves and

@@ -316,3 +316,77 @@ def test_a_study_with_folds_is_one_task_per_seed_and_fold(tmp_path):
     assert ("jax", crl, 1, 2) not in ray_executor.missing_runs(settings, tmp_path)
     assert done.name == "fold-2"
     assert ray_executor._tag("jax", crl, 1, 2) == f"jax/{crl.name}/seed1/fold-2"
+
+
+def _descendants(proc, psutil):
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_ctrl_c_stops_every_process_and_the_same_command_finishes(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("ray")
+    out = tmp_path / "study"
+    command = [
+        *(sys.executable, "-m", "keras_crl.cli", "study", "--executor", "ray"),
+        *("--dataset", "digits", "--model", "small_cnn", "--epochs", "1", "--limit", "320"),
+        *("--batch-size", "32", "--no-augment", "--seeds", "1", "--threads-per-run", "1"),
+        *("--backends", "jax", "--out-dir", str(out)),
+    ]
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+
+    def start():
+        # Its own process group, as a terminal's foreground job: Ctrl-C
+        # reaches the driver, Ray's processes and the training processes.
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            text=True,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    proc, seen, first = start(), {}, None
+    deadline = time.monotonic() + 180
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            for p in _descendants(proc, psutil):
+                seen.setdefault(p.pid, p)
+            first = next(iter(sorted(out.glob("runs/jax/*/seed0/metrics.json"))), None)
+            if first is not None:
+                break
+            time.sleep(0.1)
+        assert first is not None, "no run finished before the deadline"
+        finished = {m: m.read_bytes() for m in out.glob("runs/jax/*/seed0/metrics.json")}
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "keras-crl study: interrupted; the same command again trains only the runs not finished"
+    ), stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    left = [p for p in seen.values() if not _gone(p, psutil, timeout=20)]
+    assert left == [], left
+    assert not (out / "report.md").exists()
+
+    proc = start()
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert (out / "report.md").exists()
+    # What had finished was not trained again.
+    assert {m: m.read_bytes() for m in finished} == finished
+    assert len(list(out.glob("runs/jax/*/seed0/metrics.json"))) == 7

@@ -16,7 +16,8 @@ loaded with another backend, the command restarts itself with
 work starts. A user's mistake (a value out of range, a flag that does not
 apply, an unknown name, a missing data set, a corrupt file) ends the command
 with one line on stderr, naming the flag, and exit status 2; set
-`KERAS_CRL_TRACEBACK=1` to see the traceback instead.
+`KERAS_CRL_TRACEBACK=1` to see the traceback instead. Ctrl-C ends it with
+one line saying how to go on, and exit status 130.
 """
 
 import os
@@ -51,6 +52,18 @@ def main(argv=None):
             raise
         print(f"keras-crl {args.command}: error: {_in_flags(parser, args, error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a crash: one line saying how to go on.
+        print(
+            f"keras-crl {args.command}: interrupted{_GO_ON.get(args.command, '')}", file=sys.stderr
+        )
+        return 130
+
+
+_GO_ON = {
+    "train": "; the same command with --resume continues from the last checkpoint",
+    "study": "; the same command again trains only the runs not finished",
+}
 
 
 def _user_errors():
