@@ -346,7 +346,9 @@ def _evaluate(config, recipe, model, trainer, test, resume, timer, chief):
         "seed": config.seed,
         "epochs": recipe.epochs,
         "test_accuracy": float(test["accuracy"]),
-        "test_images": len(ds.y_test),
+        # The images the evaluation counted (the ECE's bins hold every
+        # weighted image once), not the split's length: a dropped batch shows.
+        "test_images": round(sum(bins["counts"])) if bins else len(ds.y_test),
         "test_loss": float(test["loss"]) * _loss_scale(trainer, test_data),
         # The benchmark's own measures (keras_crl.metrics.benchmark_metrics)
         # and the calibration figures (ece, nll, brier, confidence).

@@ -273,6 +273,9 @@ def test_train_command_with_two_devices_equals_one(two_devices):
             states[2][name], reference, rtol=RTOL, atol=RTOL * np.abs(reference).max(), err_msg=name
         )
     assert metrics[2]["best_epoch"] == metrics[1]["best_epoch"]
+    # Every test image counted once on two devices too (the last 7 padded).
+    assert abs(metrics[2]["test_accuracy"] - metrics[1]["test_accuracy"]) <= 1e-6
+    np.testing.assert_allclose(metrics[2]["test_loss"], metrics[1]["test_loss"], rtol=RTOL)
 
 
 def test_train_command_with_two_torch_processes(torch_run):
