@@ -7,6 +7,7 @@ listening sockets, and SIGKILLs the Ray worker of the CE run once that run
 has checkpointed inside its first epoch. Every wait is bounded.
 """
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -351,6 +352,17 @@ def _descendants(proc, psutil):
         return []
 
 
+@contextlib.contextmanager
+def _group_killed_at_exit(proc):
+    """Yields `proc`; on the way out, SIGKILLs its process group if it still runs."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
 def test_ctrl_c_stops_every_process_and_the_same_command_finishes(tmp_path):
     psutil = pytest.importorskip("psutil")
     pytest.importorskip("ray")
@@ -377,9 +389,9 @@ def test_ctrl_c_stops_every_process_and_the_same_command_finishes(tmp_path):
             stderr=subprocess.PIPE,
         )
 
-    proc, seen, first = start(), {}, None
+    seen, first = {}, None
     deadline = time.monotonic() + 180
-    try:
+    with _group_killed_at_exit(start()) as proc:
         while proc.poll() is None and time.monotonic() < deadline:
             for p in _descendants(proc, psutil):
                 seen.setdefault(p.pid, p)
@@ -391,10 +403,6 @@ def test_ctrl_c_stops_every_process_and_the_same_command_finishes(tmp_path):
         finished = {m: m.read_bytes() for m in out.glob("runs/jax/*/seed0/metrics.json")}
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 130, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == (
         "keras-crl study: interrupted; the same command again trains only the runs not finished"
@@ -404,13 +412,8 @@ def test_ctrl_c_stops_every_process_and_the_same_command_finishes(tmp_path):
     assert left == [], left
     assert not (out / "report.md").exists()
 
-    proc = start()
-    try:
+    with _group_killed_at_exit(start()) as proc:
         _, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 0, stderr[-3000:]
     assert (out / "report.md").exists()
     # What had finished was not trained again.
