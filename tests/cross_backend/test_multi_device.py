@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from keras_crl.run_folder import read_log
+from tests.cross_backend.test_multi_host import assert_close_by_name
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -267,11 +268,7 @@ def test_train_command_with_two_devices_equals_one(two_devices):
     # 1e-5 of each array's largest value (elements near 0 of a momentum
     # buffer carry the same absolute noise as the rest).
     assert sorted(states[2].files) == sorted(states[1].files)
-    for name in states[1].files:
-        reference = states[1][name]
-        np.testing.assert_allclose(
-            states[2][name], reference, rtol=RTOL, atol=RTOL * np.abs(reference).max(), err_msg=name
-        )
+    assert_close_by_name(states[2], states[1])
     assert metrics[2]["best_epoch"] == metrics[1]["best_epoch"]
     # Every test image counted once on two devices too (the last 7 padded).
     assert abs(metrics[2]["test_accuracy"] - metrics[1]["test_accuracy"]) <= 1e-6
